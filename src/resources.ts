@@ -1,0 +1,91 @@
+import path from 'node:path';
+import type { Config } from './config.ts';
+import { Keyring } from './crypto/keyring.ts';
+import { type Bus, createMemoryBus, createRedisBus } from './infra/bus.ts';
+import { type Clock, systemClock } from './infra/clock.ts';
+import { createDbPool, type DatabasePool, migrate } from './infra/db.ts';
+import { type EmbeddedDatabase, startEmbeddedPostgres } from './infra/embedded-postgres.ts';
+import type { Logger } from './infra/logger.ts';
+import { loadOrCreateMasterKeyFile } from './infra/master-key.ts';
+import { createFsObjectStore, createMinioObjectStore, type ObjectStore } from './infra/object-store.ts';
+import { projectPath } from './paths.ts';
+
+/** The shared parts both listeners run on, opened once per process. */
+export type Resources = {
+  config: Config;
+  logger: Logger;
+  db: DatabasePool;
+  bus: Bus;
+  store: ObjectStore;
+  keyring: Keyring;
+  clock: Clock;
+  /** Closes what `openResources` opened, in reverse order. */
+  close(): Promise<void>;
+};
+
+export type ResourceOverrides = Partial<Pick<Resources, 'clock'>>;
+
+export async function openResources(
+  config: Config,
+  logger: Logger,
+  overrides: ResourceOverrides = {},
+): Promise<Resources> {
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) {
+      try {
+        await close();
+      } catch (error) {
+        logger.warn({ err: error }, 'error while closing a resource');
+      }
+    }
+    closers.length = 0;
+  };
+
+  try {
+    let databaseUrl = config.databaseUrl;
+    if (databaseUrl === undefined) {
+      const embedded: EmbeddedDatabase = await startEmbeddedPostgres({
+        dataDir: path.join(config.dataDir, 'pg'),
+        database: 'chittychat',
+        logger,
+      });
+      closers.push(() => embedded.stop());
+      databaseUrl = embedded.url;
+      logger.info({ port: embedded.port }, 'embedded PostgreSQL started');
+    }
+    const db = await createDbPool(databaseUrl);
+    closers.push(() => db.end());
+    const migrations = await migrate(db, projectPath('migrations'));
+    if (migrations.applied.length > 0)
+      logger.info({ applied: migrations.applied }, 'database migrations applied');
+
+    const bus = config.redisUrl ? await createRedisBus(config.redisUrl, logger) : createMemoryBus();
+    closers.push(() => bus.close());
+
+    const store = config.minio
+      ? await createMinioObjectStore(config.minio)
+      : createFsObjectStore(path.join(config.dataDir, 'objects'));
+
+    const masterKey = config.masterKey ?? (await loadOrCreateMasterKeyFile(config.dataDir, logger));
+    const keyring = new Keyring(masterKey, config.masterKeyPrevious);
+
+    logger.info(
+      { database: config.databaseUrl ? 'url' : 'embedded', bus: bus.kind, objectStore: store.kind },
+      'resources ready',
+    );
+    return {
+      config,
+      logger,
+      db,
+      bus,
+      store,
+      keyring,
+      clock: overrides.clock ?? systemClock,
+      close: closeAll,
+    };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}
