@@ -1,0 +1,1 @@
+// Progressive enhancement only: every feature works without this file.

@@ -1,0 +1,44 @@
+import fastifyCookie from '@fastify/cookie';
+import fastifyStatic from '@fastify/static';
+import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyRequest } from 'fastify';
+import { serverOptions } from '../chat/app.ts';
+import { projectPath } from '../paths.ts';
+import type { Resources } from '../resources.ts';
+import type { Services } from '../services.ts';
+import { errorHandlerPlugin } from '../web/errors.ts';
+import { healthRoutes } from '../web/health.ts';
+import { renderPlugin } from '../web/render.ts';
+import { securityHeadersPlugin } from '../web/security-headers.ts';
+import { themeOf } from '../web/theme.ts';
+import { cidrGuardPlugin, readOnlyPlugin } from './cidr-guard.ts';
+import { dashboardRoutes } from './routes/dashboard.ts';
+
+export type AdminAppOptions = { resources: Resources; services: Services };
+
+/** The read-only admin listener. The CIDR guard runs first, on every route, /health included. */
+export const adminApp: FastifyPluginAsync<AdminAppOptions> = async (app, { resources, services }) => {
+  await app.register(securityHeadersPlugin);
+  await app.register(fastifyCookie);
+  await app.register(renderPlugin, {
+    views: services.views,
+    defaults: (request: FastifyRequest) => ({ theme: themeOf(request), area: 'admin' }),
+  });
+  await app.register(errorHandlerPlugin);
+  await app.register(cidrGuardPlugin, { allowedCidrs: resources.config.allowedAdminCidrs });
+  await app.register(readOnlyPlugin);
+  await app.register(fastifyStatic, {
+    root: projectPath('public'),
+    prefix: '/static/',
+    maxAge: '1h',
+    index: false,
+    decorateReply: false,
+  });
+  await app.register(healthRoutes, { probe: services.health });
+  await app.register(dashboardRoutes, { resources, services });
+};
+
+export async function createAdminServer(resources: Resources, services: Services): Promise<FastifyInstance> {
+  const app = Fastify(serverOptions(resources, 'admin'));
+  await app.register(adminApp, { resources, services });
+  return app;
+}

@@ -1,0 +1,55 @@
+import { isIP } from 'node:net';
+import fp from 'fastify-plugin';
+import { toBlockList } from '../config.ts';
+import { HttpError } from '../web/errors.ts';
+
+const MAPPED_IPV4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
+
+/** `::ffff:10.1.2.3` is the IPv4 peer 10.1.2.3 seen through a dual-stack socket. */
+export function normalizeAddress(address: string): { address: string; family: 'ipv4' | 'ipv6' } | undefined {
+  const mapped = MAPPED_IPV4.exec(address);
+  const plain = mapped?.[1] ?? address.replace(/%.*$/, '');
+  const family = isIP(plain);
+  if (family === 0) return undefined;
+  return { address: plain, family: family === 4 ? 'ipv4' : 'ipv6' };
+}
+
+export function createAddressCheck(cidrs: string[]): (address: string | undefined) => boolean {
+  const allowed = toBlockList(cidrs);
+  return (address) => {
+    if (!address) return false;
+    const normalized = normalizeAddress(address);
+    return normalized !== undefined && allowed.check(normalized.address, normalized.family);
+  };
+}
+
+/**
+ * Admits only requests whose client address is in ALLOWED_ADMIN_CIDRS. The address is the TCP
+ * peer, unless TRUST_PROXY names that peer as a proxy (then Fastify takes it from
+ * X-Forwarded-For): a spoofed header from anywhere else changes nothing.
+ */
+export const cidrGuardPlugin = fp<{ allowedCidrs: string[] }>(
+  async (app, { allowedCidrs }) => {
+    const isAllowed = createAddressCheck(allowedCidrs);
+    app.addHook('onRequest', async (request) => {
+      if (isAllowed(request.ip)) return;
+      request.log.warn(
+        { ip: request.ip, peer: request.socket.remoteAddress, url: request.url },
+        'admin access denied',
+      );
+      throw new HttpError(403, 'The admin panel is only reachable from the allowed networks.');
+    });
+  },
+  { name: 'cidr-guard' },
+);
+
+/** The panel is read-only: anything but GET and HEAD is refused before any route runs. */
+export const readOnlyPlugin = fp(
+  async (app) => {
+    app.addHook('onRequest', async (request) => {
+      if (request.method === 'GET' || request.method === 'HEAD') return;
+      throw new HttpError(405, 'The admin panel is read-only.', { allow: 'GET, HEAD' });
+    });
+  },
+  { name: 'read-only' },
+);

@@ -1,0 +1,68 @@
+import fastifyCookie from '@fastify/cookie';
+import fastifyFormbody from '@fastify/formbody';
+import fastifyStatic from '@fastify/static';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyPluginAsync,
+  type FastifyRequest,
+} from 'fastify';
+import { projectPath } from '../paths.ts';
+import type { Resources } from '../resources.ts';
+import type { Services } from '../services.ts';
+import { errorHandlerPlugin } from '../web/errors.ts';
+import { healthRoutes } from '../web/health.ts';
+import { renderPlugin } from '../web/render.ts';
+import { securityHeadersPlugin } from '../web/security-headers.ts';
+import { themeOf } from '../web/theme.ts';
+import { homeRoutes } from './routes/home.ts';
+import { themeRoutes } from './routes/theme.ts';
+
+export type ChatAppOptions = { resources: Resources; services: Services };
+
+/** The public chat listener, as a plugin (so tests and main build it the same way). */
+export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resources, services }) => {
+  await app.register(securityHeadersPlugin);
+  await app.register(fastifyCookie);
+  await app.register(fastifyFormbody, { bodyLimit: 64 * 1024 });
+  await app.register(renderPlugin, {
+    views: services.views,
+    defaults: (request: FastifyRequest) => ({ theme: themeOf(request) }),
+  });
+  await app.register(errorHandlerPlugin);
+  await app.register(fastifyStatic, {
+    root: projectPath('public'),
+    prefix: '/static/',
+    maxAge: '1h',
+    index: false,
+    decorateReply: false,
+  });
+  await app.register(healthRoutes, { probe: services.health });
+  await app.register(homeRoutes);
+  await app.register(themeRoutes);
+  void resources;
+};
+
+/** Fastify server options shared by both listeners. */
+export function serverOptions(resources: Resources, listener: 'chat' | 'admin') {
+  const { config } = resources;
+  return {
+    // Typed as Fastify's base logger so both listeners share one FastifyInstance type.
+    loggerInstance: resources.logger.child({ listener }) as FastifyBaseLogger,
+    trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
+    bodyLimit: 64 * 1024,
+    // Slow or idle clients cannot hold connections open for ever.
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+    keepAliveTimeout: 10_000,
+    routerOptions: { maxParamLength: 200 },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle' as const,
+  };
+}
+
+export async function createChatServer(resources: Resources, services: Services): Promise<FastifyInstance> {
+  const app = Fastify(serverOptions(resources, 'chat'));
+  await app.register(chatApp, { resources, services });
+  return app;
+}

@@ -1,0 +1,151 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { ConnectionError, SlonikError } from 'slonik';
+import { DomainError, type DomainErrorKind } from '../domain-error.ts';
+import { wantsFragment } from './render.ts';
+
+/** An error that already knows its HTTP status; for web-layer checks (CIDR guard, methods). */
+export class HttpError extends Error {
+  override name = 'HttpError';
+
+  constructor(
+    readonly statusCode: number,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+const STATUS_OF_KIND: Record<DomainErrorKind, number> = {
+  invalid: 400,
+  not_found: 404,
+  gone: 410,
+  conflict: 409,
+  too_large: 413,
+  unsupported: 415,
+  rate_limited: 429,
+  unavailable: 503,
+};
+
+export const TITLES: Record<number, string> = {
+  400: 'That did not look right',
+  403: 'Not allowed',
+  404: 'Not found',
+  405: 'Method not allowed',
+  409: 'Not possible right now',
+  410: 'This chat has ended',
+  413: 'Too large',
+  415: 'Unsupported type',
+  429: 'Too many requests',
+  500: 'Something went wrong',
+  503: 'Temporarily unavailable',
+};
+
+export type PublicError = {
+  statusCode: number;
+  title: string;
+  message: string;
+  headers: Record<string, string>;
+};
+
+function isDatabaseDown(error: unknown): boolean {
+  if (error instanceof ConnectionError) return true;
+  const code = (error as { code?: string })?.code;
+  if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === '57P01' || code === '57P03') return true;
+  const cause = (error as { cause?: unknown })?.cause;
+  return error instanceof SlonikError && cause !== undefined && cause !== error && isDatabaseDown(cause);
+}
+
+/**
+ * Turns any error into what the client may see. Only messages we wrote ourselves are shown;
+ * anything unexpected becomes a generic 500 (details go to the log, never to the response).
+ */
+export function toPublicError(error: unknown): PublicError {
+  if (error instanceof DomainError) {
+    const statusCode = STATUS_OF_KIND[error.kind];
+    const headers: Record<string, string> = {};
+    if (error.detail.retryAfterSeconds !== undefined)
+      headers['retry-after'] = String(error.detail.retryAfterSeconds);
+    return {
+      statusCode,
+      title: error.detail.title ?? TITLES[statusCode] ?? 'Error',
+      message: error.message,
+      headers,
+    };
+  }
+  if (error instanceof HttpError) {
+    return {
+      statusCode: error.statusCode,
+      title: TITLES[error.statusCode] ?? 'Error',
+      message: error.message,
+      headers: error.headers,
+    };
+  }
+  if (isDatabaseDown(error)) {
+    return {
+      statusCode: 503,
+      title: TITLES[503] as string,
+      message: 'The database is not reachable right now. Nothing was saved; please try again in a moment.',
+      headers: { 'retry-after': '5' },
+    };
+  }
+  const fastifyError = error as FastifyError;
+  const status = fastifyError?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    const message =
+      status === 413
+        ? 'The request is larger than this server accepts.'
+        : status === 415
+          ? 'This kind of request body is not accepted here.'
+          : status === 429
+            ? 'Too many requests; please wait a moment and try again.'
+            : 'The request could not be understood.';
+    return { statusCode: status, title: TITLES[status] ?? 'Error', message, headers: {} };
+  }
+  return {
+    statusCode: 500,
+    title: TITLES[500] as string,
+    message: 'An unexpected error happened on our side. Nothing you sent was lost; please try again.',
+    headers: {},
+  };
+}
+
+/** Sends an error page, or for htmx a fragment swapped into the page's notice area. */
+export function sendError(request: FastifyRequest, reply: FastifyReply, error: PublicError): FastifyReply {
+  reply.code(error.statusCode).headers(error.headers);
+  if (wantsFragment(request)) {
+    reply.header('hx-retarget', '#notice').header('hx-reswap', 'innerHTML');
+  }
+  return reply.render(
+    { page: 'error', fragment: 'partials/notice' },
+    { title: error.title, status: error.statusCode, message: error.message, tone: 'error' },
+  );
+}
+
+/** One error handler and one not-found handler for a listener. */
+export const errorHandlerPlugin = fp(
+  async (app) => {
+    app.setErrorHandler((error, request, reply) => {
+      const publicError = toPublicError(error);
+      if (publicError.statusCode >= 500) {
+        request.log.error({ err: error }, 'request failed');
+      } else {
+        request.log.info(
+          { status: publicError.statusCode, reason: (error as Error).message },
+          'request refused',
+        );
+      }
+      return sendError(request, reply, publicError);
+    });
+    app.setNotFoundHandler((request, reply) =>
+      sendError(request, reply, {
+        statusCode: 404,
+        title: TITLES[404] as string,
+        message: 'There is nothing at this address.',
+        headers: {},
+      }),
+    );
+  },
+  { name: 'error-handler', dependencies: ['render'] },
+);
