@@ -1,7 +1,8 @@
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import type { Config } from './config.ts';
 import { Keyring } from './crypto/keyring.ts';
-import { type Bus, createMemoryBus, createRedisBus } from './infra/bus.ts';
+import { type Bus, createMemoryBus, createRedisBus, redisClientOptions } from './infra/bus.ts';
 import { type Clock, systemClock } from './infra/clock.ts';
 import { createDbPool, type DatabasePool, migrate } from './infra/db.ts';
 import { type EmbeddedDatabase, startEmbeddedPostgres } from './infra/embedded-postgres.ts';
@@ -16,6 +17,8 @@ export type Resources = {
   logger: Logger;
   db: DatabasePool;
   bus: Bus;
+  /** A Redis command connection (rate limits), when REDIS_URL is set. */
+  redis: Redis | undefined;
   store: ObjectStore;
   keyring: Keyring;
   clock: Clock;
@@ -62,6 +65,16 @@ export async function openResources(
 
     const bus = config.redisUrl ? await createRedisBus(config.redisUrl, logger) : createMemoryBus();
     closers.push(() => bus.close());
+    let redis: Redis | undefined;
+    if (config.redisUrl) {
+      const client = new Redis(config.redisUrl, { ...redisClientOptions, connectionName: 'ccc-cmd' });
+      client.on('error', (error: Error) => logger.warn({ err: { message: error.message } }, 'redis error'));
+      await client.connect();
+      closers.push(async () => {
+        await client.quit().catch(() => client.disconnect());
+      });
+      redis = client;
+    }
 
     const store = config.minio
       ? await createMinioObjectStore(config.minio)
@@ -79,6 +92,7 @@ export async function openResources(
       logger,
       db,
       bus,
+      redis,
       store,
       keyring,
       clock: overrides.clock ?? systemClock,

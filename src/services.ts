@@ -1,5 +1,9 @@
 import type { Eta } from 'eta';
+import { AuditLog } from './audit/audit-log.ts';
+import { RoomKeys } from './crypto/room-keys.ts';
 import type { Resources } from './resources.ts';
+import { RoomService } from './rooms/room-service.ts';
+import { type Sweeper, startSweeper } from './rooms/sweeper.ts';
 import { createHealthProbe, type HealthReport } from './web/health.ts';
 import { createViews } from './web/render.ts';
 
@@ -10,16 +14,45 @@ import { createViews } from './web/render.ts';
 export type Services = {
   views: Eta;
   health: () => Promise<HealthReport>;
+  audit: AuditLog;
+  roomKeys: RoomKeys;
+  rooms: RoomService;
+  sweeper: Sweeper;
   /** Stops background work (sweepers, timers) before resources close. */
   stop(): Promise<void>;
 };
 
-export function createServices(resources: Resources): Services {
+export type ServiceOptions = {
+  /** Run the sweeper on its timer (tests call `sweeper.runOnce()` instead). */
+  sweepOnTimer?: boolean;
+};
+
+export function createServices(resources: Resources, options: ServiceOptions = {}): Services {
+  const { db, clock, config, logger } = resources;
   const views = createViews();
   const health = createHealthProbe(resources);
+  const audit = new AuditLog(db, clock);
+  const roomKeys = new RoomKeys(db, resources.keyring, clock);
+  const rooms = new RoomService(db, roomKeys, audit, clock, {
+    roomTtlHours: config.roomTtlHours,
+    pendingTtlMinutes: config.pendingTtlMinutes,
+  });
+  const sweeper = startSweeper({
+    db,
+    logger,
+    intervalMs: config.sweepIntervalSeconds * 1000,
+    autoStart: options.sweepOnTimer ?? true,
+    tasks: [{ name: 'expire-rooms', run: () => rooms.expireDue() }],
+  });
   return {
     views,
     health,
-    async stop() {},
+    audit,
+    roomKeys,
+    rooms,
+    sweeper,
+    async stop() {
+      await sweeper.stop();
+    },
   };
 }

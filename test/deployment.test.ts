@@ -95,7 +95,10 @@ describe('deployment files', () => {
     }
     assert.deepEqual(Object.keys(volumes).sort(), ['app-data', 'minio-data', 'postgres-data']);
     const dollar = '$';
-    assert.deepEqual(services.app.ports, [`${dollar}{CHAT_PORT:-5055}:5055`, `${dollar}{ADMIN_PORT:-5056}:5056`]);
+    assert.deepEqual(services.app.ports, [
+      `${dollar}{CHAT_PORT:-5055}:5055`,
+      `${dollar}{ADMIN_PORT:-5056}:5056`,
+    ]);
   });
 
   it('the Dockerfile builds in stages and runs as a non-root user with a health check', async () => {

@@ -6,6 +6,7 @@ import { projectPath } from '../paths.ts';
 import type { Resources } from '../resources.ts';
 import type { Services } from '../services.ts';
 import { errorHandlerPlugin } from '../web/errors.ts';
+import { fmt } from '../web/format.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
 import { securityHeadersPlugin } from '../web/security-headers.ts';
@@ -21,7 +22,7 @@ export const adminApp: FastifyPluginAsync<AdminAppOptions> = async (app, { resou
   await app.register(fastifyCookie);
   await app.register(renderPlugin, {
     views: services.views,
-    defaults: (request: FastifyRequest) => ({ theme: themeOf(request), area: 'admin' }),
+    defaults: (request: FastifyRequest) => ({ theme: themeOf(request), area: 'admin', fmt }),
   });
   await app.register(errorHandlerPlugin);
   await app.register(cidrGuardPlugin, { allowedCidrs: resources.config.allowedAdminCidrs });

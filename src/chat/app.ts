@@ -11,11 +11,17 @@ import { projectPath } from '../paths.ts';
 import type { Resources } from '../resources.ts';
 import type { Services } from '../services.ts';
 import { errorHandlerPlugin } from '../web/errors.ts';
+import { fmt } from '../web/format.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
 import { securityHeadersPlugin } from '../web/security-headers.ts';
 import { themeOf } from '../web/theme.ts';
+import { devicePlugin } from './plugins/device.ts';
+import { rateLimitsPlugin } from './plugins/rate-limits.ts';
+import { sameOriginPlugin } from './plugins/same-origin.ts';
 import { homeRoutes } from './routes/home.ts';
+import { joinRoutes } from './routes/join.ts';
+import { roomRoutes } from './routes/rooms.ts';
 import { themeRoutes } from './routes/theme.ts';
 
 export type ChatAppOptions = { resources: Resources; services: Services };
@@ -27,7 +33,7 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   await app.register(fastifyFormbody, { bodyLimit: 64 * 1024 });
   await app.register(renderPlugin, {
     views: services.views,
-    defaults: (request: FastifyRequest) => ({ theme: themeOf(request) }),
+    defaults: (request: FastifyRequest) => ({ theme: themeOf(request), fmt }),
   });
   await app.register(errorHandlerPlugin);
   await app.register(fastifyStatic, {
@@ -37,10 +43,22 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
     index: false,
     decorateReply: false,
   });
+  await app.register(devicePlugin, { cookieSecure: resources.config.cookieSecure });
+  await app.register(sameOriginPlugin);
+  await app.register(rateLimitsPlugin, {
+    redis: resources.redis,
+    audit: services.audit,
+    perMinute: {
+      join: resources.config.joinRatePerMinute,
+      send: resources.config.sendRatePerMinute,
+      upload: resources.config.uploadRatePerMinute,
+    },
+  });
   await app.register(healthRoutes, { probe: services.health });
   await app.register(homeRoutes);
   await app.register(themeRoutes);
-  void resources;
+  await app.register(roomRoutes, { resources, services });
+  await app.register(joinRoutes, { resources, services });
 };
 
 /** Fastify server options shared by both listeners. */

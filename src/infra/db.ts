@@ -43,8 +43,10 @@ export async function createDbPool(connectionUri: string, options: DbOptions = {
     statementTimeout: options.statementTimeout ?? 15_000,
     connectionTimeout: 5_000,
     idleTimeout: 30_000,
-    // The app sets no session state, so the default per-release `DISCARD ALL` round trip buys nothing.
-    resetConnection: undefined,
+    // The app sets no session state, so the default per-release `DISCARD ALL` round trip buys
+    // nothing. It must stay an async function: Slonik 47 marks a connection released only after
+    // awaiting it (with `undefined` a released connection stays "pending release" for ever).
+    resetConnection: async () => {},
     // A failed statement is reported to the caller, who decides; blind retries could double-apply writes.
     queryRetryLimit: 0,
   });

@@ -24,6 +24,8 @@ export type TestAppOptions = {
   s3?: boolean | S3Server;
   /** Listen on free loopback ports (for WebSocket and browser tests). */
   listen?: boolean;
+  /** Let the sweeper run on its timer (default: tests call `services.sweeper.runOnce()`). */
+  sweepOnTimer?: boolean;
   /** Reuse this database (e.g. a second app process on the same data). */
   database?: TestDatabase;
 };
@@ -63,6 +65,10 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestAp
     ADMIN_PORT: '0',
     BIND_HOST: '127.0.0.1',
     LOG_LEVEL: logLevel,
+    // Tests open many rooms from few addresses; the rate-limit tests set their own low limits.
+    JOIN_RATE_PER_MINUTE: '10000',
+    SEND_RATE_PER_MINUTE: '100000',
+    UPLOAD_RATE_PER_MINUTE: '10000',
     ...(redis ? { REDIS_URL: redis.url } : {}),
     ...(s3
       ? {
@@ -84,7 +90,7 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestAp
     },
   });
   const resources = await openResources(config, logger, options.clock ? { clock: options.clock } : {});
-  const services = createServices(resources);
+  const services = createServices(resources, { sweepOnTimer: options.sweepOnTimer ?? false });
   const chat = await createChatServer(resources, services);
   const admin = await createAdminServer(resources, services);
   let chatUrl = '';
