@@ -31,7 +31,7 @@ async function main(): Promise<void> {
   const logger = createLogger(config.logLevel);
 
   const resources = await openResources(config, logger);
-  const services = createServices(resources);
+  const services = await createServices(resources);
   const chat = await createChatServer(resources, services);
   const admin = await createAdminServer(resources, services);
 

@@ -71,7 +71,8 @@ export async function openResources(
       client.on('error', (error: Error) => logger.warn({ err: { message: error.message } }, 'redis error'));
       await client.connect();
       closers.push(async () => {
-        await client.quit().catch(() => client.disconnect());
+        if (client.status === 'ready') await client.quit().catch(() => undefined);
+        client.disconnect();
       });
       redis = client;
     }

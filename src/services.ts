@@ -1,6 +1,9 @@
 import type { Eta } from 'eta';
 import { AuditLog } from './audit/audit-log.ts';
 import { RoomKeys } from './crypto/room-keys.ts';
+import { MessageService } from './messages/message-service.ts';
+import { MessageWriter } from './messages/message-writer.ts';
+import { type HubOptions, RealtimeHub } from './messages/realtime-hub.ts';
 import type { Resources } from './resources.ts';
 import { RoomService } from './rooms/room-service.ts';
 import { type Sweeper, startSweeper } from './rooms/sweeper.ts';
@@ -17,18 +20,22 @@ export type Services = {
   audit: AuditLog;
   roomKeys: RoomKeys;
   rooms: RoomService;
+  messages: MessageService;
+  writer: MessageWriter;
+  hub: RealtimeHub;
   sweeper: Sweeper;
-  /** Stops background work (sweepers, timers) before resources close. */
+  /** Stops background work and lets queued writes finish, before resources close. */
   stop(): Promise<void>;
 };
 
 export type ServiceOptions = {
   /** Run the sweeper on its timer (tests call `sweeper.runOnce()` instead). */
   sweepOnTimer?: boolean;
+  hub?: HubOptions;
 };
 
-export function createServices(resources: Resources, options: ServiceOptions = {}): Services {
-  const { db, clock, config, logger } = resources;
+export async function createServices(resources: Resources, options: ServiceOptions = {}): Promise<Services> {
+  const { db, clock, config, logger, bus } = resources;
   const views = createViews();
   const health = createHealthProbe(resources);
   const audit = new AuditLog(db, clock);
@@ -37,6 +44,15 @@ export function createServices(resources: Resources, options: ServiceOptions = {
     roomTtlHours: config.roomTtlHours,
     pendingTtlMinutes: config.pendingTtlMinutes,
   });
+  const hub = new RealtimeHub({ bus, db, roomKeys, views, clock, logger }, options.hub);
+  await hub.start();
+  const writer = new MessageWriter(db, roomKeys, clock, logger);
+  const messages = new MessageService(
+    { db, roomKeys, writer, hub, logger },
+    { maxMessageChars: config.maxMessageChars },
+  );
+  // Sockets of a room that ended (here or, through the bus, anywhere) hear it and close.
+  rooms.onRoomsEnded((ended) => hub.publishEnded(ended.map((room) => room.id)));
   const sweeper = startSweeper({
     db,
     logger,
@@ -50,9 +66,14 @@ export function createServices(resources: Resources, options: ServiceOptions = {
     audit,
     roomKeys,
     rooms,
+    messages,
+    writer,
+    hub,
     sweeper,
     async stop() {
       await sweeper.stop();
+      await hub.close();
+      await writer.drain();
     },
   };
 }

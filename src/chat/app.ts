@@ -1,6 +1,7 @@
 import fastifyCookie from '@fastify/cookie';
 import fastifyFormbody from '@fastify/formbody';
 import fastifyStatic from '@fastify/static';
+import fastifyWebsocket from '@fastify/websocket';
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -21,6 +22,8 @@ import { rateLimitsPlugin } from './plugins/rate-limits.ts';
 import { sameOriginPlugin } from './plugins/same-origin.ts';
 import { homeRoutes } from './routes/home.ts';
 import { joinRoutes } from './routes/join.ts';
+import { liveRoutes } from './routes/live.ts';
+import { messageRoutes } from './routes/messages.ts';
 import { roomRoutes } from './routes/rooms.ts';
 import { themeRoutes } from './routes/theme.ts';
 
@@ -57,8 +60,17 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   await app.register(healthRoutes, { probe: services.health });
   await app.register(homeRoutes);
   await app.register(themeRoutes);
+  await app.register(fastifyWebsocket, {
+    options: { maxPayload: 16 * 1024 },
+    // On shutdown every socket hears 1012 (service restart), on which htmx reconnects.
+    preClose: (done) => {
+      void services.hub.close().finally(done);
+    },
+  });
   await app.register(roomRoutes, { resources, services });
   await app.register(joinRoutes, { resources, services });
+  await app.register(messageRoutes, { resources, services });
+  await app.register(liveRoutes, { resources, services });
 };
 
 /** Fastify server options shared by both listeners. */

@@ -113,7 +113,9 @@ export async function createRedisBus(url: string, logger?: Logger): Promise<Bus>
         current.delete(handler);
         if (current.size === 0) {
           handlers.delete(channel);
-          await subscriber.unsubscribe(channel).catch(() => undefined);
+          // While disconnected, an unsubscribe would wait in the offline queue for ever; a channel
+          // left subscribed is harmless (its messages find no handler).
+          if (subscriber.status === 'ready') await subscriber.unsubscribe(channel).catch(() => undefined);
         }
       };
     },
@@ -125,7 +127,10 @@ export async function createRedisBus(url: string, logger?: Logger): Promise<Bus>
     },
     async close() {
       handlers.clear();
-      await Promise.allSettled([publisher.quit(), subscriber.quit()]);
+      const graceful = Promise.allSettled(
+        [publisher, subscriber].filter((client) => client.status === 'ready').map((client) => client.quit()),
+      );
+      await Promise.race([graceful, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
       publisher.disconnect();
       subscriber.disconnect();
     },

@@ -9,6 +9,7 @@ import { createChatServer } from '../../src/chat/app.ts';
 import { type Config, loadConfig } from '../../src/config.ts';
 import type { Clock } from '../../src/infra/clock.ts';
 import { createLogger } from '../../src/infra/logger.ts';
+import type { HubOptions } from '../../src/messages/realtime-hub.ts';
 import { openResources, type Resources } from '../../src/resources.ts';
 import { createServices, type Services } from '../../src/services.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
@@ -24,6 +25,8 @@ export type TestAppOptions = {
   s3?: boolean | S3Server;
   /** Listen on free loopback ports (for WebSocket and browser tests). */
   listen?: boolean;
+  /** Hub settings (heartbeat, buffer bound) for the WebSocket tests. */
+  hub?: HubOptions;
   /** Let the sweeper run on its timer (default: tests call `services.sweeper.runOnce()`). */
   sweepOnTimer?: boolean;
   /** Reuse this database (e.g. a second app process on the same data). */
@@ -90,7 +93,10 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestAp
     },
   });
   const resources = await openResources(config, logger, options.clock ? { clock: options.clock } : {});
-  const services = createServices(resources, { sweepOnTimer: options.sweepOnTimer ?? false });
+  const services = await createServices(resources, {
+    sweepOnTimer: options.sweepOnTimer ?? false,
+    ...(options.hub ? { hub: options.hub } : {}),
+  });
   const chat = await createChatServer(resources, services);
   const admin = await createAdminServer(resources, services);
   let chatUrl = '';

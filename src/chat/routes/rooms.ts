@@ -1,9 +1,13 @@
+import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { DomainError } from '../../domain-error.ts';
 import type { RoomAccess } from '../../rooms/room-service.ts';
 import type { ChatAppOptions } from '../app.ts';
 
 type CodeParams = { Params: { code: string } };
+
+/** The room page shows this many of the latest messages; the transcript download has them all. */
+const PAGE_HISTORY_LIMIT = 500;
 
 /** Absolute share link for a room, as the visitor reached us. */
 export function shareUrl(request: FastifyRequest, code: string): string {
@@ -39,6 +43,10 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
     if (room.status === 'pending') {
       return reply.render({ page: 'chat/room-pending' }, pendingPage(request, access));
     }
+    const history = await services.messages.history(room.id, {
+      limit: PAGE_HISTORY_LIMIT,
+      newestFirst: true,
+    });
     return reply.render(
       { page: 'chat/room' },
       {
@@ -46,6 +54,10 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
         room,
         me,
         partner,
+        messages: history,
+        lastSeq: Math.max(room.lastSeq, ...history.map((message) => message.seq)),
+        clientMsgId: randomUUID(),
+        maxMessageChars: config.maxMessageChars,
         closesAt: room.expiresAt,
         now: clock.now().getTime(),
       },

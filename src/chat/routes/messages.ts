@@ -1,0 +1,98 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyPluginAsync } from 'fastify';
+import { wantsFragment } from '../../web/render.ts';
+import type { ChatAppOptions } from '../app.ts';
+
+type CodeParams = { Params: { code: string } };
+
+/** The no-JS conversation frame reloads itself this often. */
+const FRAME_REFRESH_SECONDS = 5;
+const PAGE_HISTORY_LIMIT = 500;
+
+export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { services, resources }) => {
+  const { rooms, messages } = services;
+  const { clock } = resources;
+
+  app.post<CodeParams & { Body: { body?: unknown; client_msg_id?: unknown } }>(
+    '/rooms/:code/messages',
+    async (request, reply) => {
+      await app.checkLimit('send', request);
+      const access = await rooms.access(request.params.code, request.device, request.actor);
+      const message = await messages.send(
+        access,
+        { body: request.body?.body, clientMsgId: request.body?.client_msg_id },
+        request.actor,
+      );
+      if (!wantsFragment(request))
+        return reply.redirect(`/rooms/${access.room.code}#msg-${message.seq}`, 303);
+      return reply.render(
+        { page: 'partials/sent', fragment: 'partials/sent' },
+        { message, mine: true, code: access.room.code, nextClientMsgId: randomUUID() },
+      );
+    },
+  );
+
+  /**
+   * Messages after seq N. For htmx: the list items. Otherwise a small page that reloads itself:
+   * the conversation frame of the no-JS room page (and readable with curl).
+   */
+  app.get<CodeParams & { Querystring: { after?: string } }>(
+    '/rooms/:code/messages',
+    async (request, reply) => {
+      const access = await rooms.access(request.params.code, request.device, request.actor);
+      const after = Number.parseInt(request.query.after ?? '0', 10);
+      const afterSeq = Number.isFinite(after) && after > 0 ? after : 0;
+      const fragment = wantsFragment(request);
+      const list = await messages.history(access.room.id, {
+        afterSeq,
+        limit: PAGE_HISTORY_LIMIT,
+        newestFirst: !fragment && afterSeq === 0,
+      });
+      const data = { messages: list, mySlot: access.me.slot, code: access.room.code };
+      if (fragment) return reply.render({ page: 'partials/messages', fragment: 'partials/messages' }, data);
+      // This page is framed by the room page itself, and only by it.
+      reply.header('content-security-policy', FRAME_CSP).header('x-frame-options', 'SAMEORIGIN');
+      return reply.render(
+        { page: 'chat/conversation-frame' },
+        {
+          ...data,
+          title: `Room ${access.room.code}`,
+          now: clock.now().getTime(),
+          refreshSeconds: FRAME_REFRESH_SECONDS,
+          refreshUrl: `/rooms/${access.room.code}/messages#end`,
+        },
+      );
+    },
+  );
+
+  app.get<CodeParams>('/rooms/:code/transcript.txt', async (request, reply) => {
+    const access = await rooms.access(request.params.code, request.device, request.actor);
+    const list = await messages.history(access.room.id);
+    const lines = list.map((message) => {
+      const when = new Date(message.createdAt).toISOString().replace('T', ' ').slice(0, 19);
+      const who =
+        message.slot === access.me.slot
+          ? `${message.senderName ?? 'You'} (you)`
+          : (message.senderName ?? 'Partner');
+      const what = message.image ? `[image] ${message.text}`.trimEnd() : message.text;
+      return `[${when} UTC] ${who}: ${what.replace(/\n/g, '\n    ')}`;
+    });
+    const header = `ChittyChattyChat room ${access.room.code}, transcript as of ${new Date(clock.now()).toISOString()}\n\n`;
+    return reply
+      .header('content-type', 'text/plain; charset=utf-8')
+      .header('content-disposition', `attachment; filename="chittychat-${access.room.code}.txt"`)
+      .header('cache-control', 'private, no-store')
+      .send(header + lines.join('\n') + (lines.length > 0 ? '\n' : ''));
+  });
+};
+
+const FRAME_CSP = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self' blob: data:",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'self'",
+].join(';');

@@ -1,0 +1,146 @@
+import type { Logger } from 'pino';
+import type { Actor } from '../audit/audit-log.ts';
+import type { RoomKeys } from '../crypto/room-keys.ts';
+import { DomainError } from '../domain-error.ts';
+import type { DatabasePool } from '../infra/db.ts';
+import type { RoomAccess } from '../rooms/room-service.ts';
+import type { MessageWriter, PendingMessage, WrittenMessage } from './message-writer.ts';
+import type { MessageEvent, RealtimeHub } from './realtime-hub.ts';
+import { loadTranscript, openMessageBody, type TranscriptEntry, type TranscriptQuery } from './transcript.ts';
+
+// Control characters other than tab (\x09) and newline (\x0A), plus the line/paragraph separators.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const UNWANTED_CHARACTERS = /[\x00-\x08\x0B-\x1F\x7F-\x9F\u2028\u2029]/g;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The text people meant to send: CRLF as LF, control characters dropped, blank lines at the ends trimmed. */
+export function cleanMessageText(input: string): string {
+  return input
+    .replace(/\r\n?/g, '\n')
+    .replace(UNWANTED_CHARACTERS, '')
+    .replace(/^\s*\n/, '')
+    .replace(/\s+$/, '');
+}
+
+export type SentMessage = TranscriptEntry & { duplicate: boolean };
+
+/**
+ * Sending and reading messages. A send is validated, written by the group-commit writer (and so
+ * acknowledged only after commit), then delivered live by the hub.
+ */
+export class MessageService {
+  /** Sends in flight by (participant, client_msg_id): a double submit waits for the first. */
+  private readonly inFlight = new Map<string, Promise<SentMessage>>();
+
+  constructor(
+    private readonly deps: {
+      db: DatabasePool;
+      roomKeys: RoomKeys;
+      writer: MessageWriter;
+      hub: RealtimeHub;
+      logger: Logger;
+    },
+    private readonly settings: { maxMessageChars: number },
+  ) {}
+
+  async send(
+    access: RoomAccess,
+    input: { body: unknown; clientMsgId: unknown },
+    actor: Actor,
+  ): Promise<SentMessage> {
+    const text = this.validate(input.body);
+    const clientMsgId = this.clientMsgId(input.clientMsgId);
+    const key = clientMsgId ? `${access.me.id}:${clientMsgId.toLowerCase()}` : undefined;
+    const existing = key ? this.inFlight.get(key) : undefined;
+    if (existing) return existing.then((message) => ({ ...message, duplicate: true }));
+
+    const sending = this.write(access, {
+      roomId: access.room.id,
+      participantId: access.me.id,
+      kind: 'text',
+      clientMsgId,
+      text,
+      senderIp: actor.ip,
+    });
+    if (key) {
+      this.inFlight.set(key, sending);
+      void sending.finally(() => this.inFlight.delete(key)).catch(() => undefined);
+    }
+    return sending;
+  }
+
+  /**
+   * Writes a message (text or image) and, once committed, delivers it live. Shared by text sends
+   * and uploads, so both are sealed, ordered and delivered the same way.
+   */
+  async write(
+    access: RoomAccess,
+    pending: PendingMessage,
+    image: MessageEvent['image'] = null,
+  ): Promise<SentMessage> {
+    const written: WrittenMessage = await this.deps.writer.write(pending);
+    const body = written.duplicate
+      ? openMessageBody(
+          this.deps.roomKeys.cachedDataKey(access.room.id),
+          { roomId: access.room.id, seq: written.seq, bodySealed: written.bodySealed },
+          this.deps.logger,
+        )
+      : { text: pending.text, readable: true };
+    const message: SentMessage = {
+      seq: written.seq,
+      kind: pending.kind,
+      participantId: access.me.id,
+      slot: access.me.slot,
+      senderName: access.me.displayName,
+      text: body.text,
+      readable: body.readable,
+      senderIp: pending.senderIp,
+      createdAt: written.createdAt,
+      image,
+      duplicate: written.duplicate,
+    };
+    if (!written.duplicate) {
+      this.deps.hub.publishMessage({
+        roomId: access.room.id,
+        seq: written.seq,
+        kind: pending.kind,
+        participantId: access.me.id,
+        slot: access.me.slot,
+        senderName: access.me.displayName,
+        createdAt: written.createdAt,
+        bodySealed: written.bodySealed,
+        image,
+      });
+    }
+    return message;
+  }
+
+  history(roomId: string, query: TranscriptQuery = {}): Promise<TranscriptEntry[]> {
+    return loadTranscript(this.deps, roomId, query);
+  }
+
+  private validate(body: unknown): string {
+    if (typeof body !== 'string')
+      throw new DomainError('invalid', 'Type a message first.', { title: 'Empty message' });
+    const text = cleanMessageText(body);
+    if (text.trim() === '')
+      throw new DomainError('invalid', 'Type a message first.', { title: 'Empty message' });
+    const length = [...text].length;
+    if (length > this.settings.maxMessageChars) {
+      throw new DomainError(
+        'too_large',
+        `A message can be at most ${this.settings.maxMessageChars} characters long; this one has ${length}.`,
+        { title: 'Message too long' },
+      );
+    }
+    return text;
+  }
+
+  private clientMsgId(value: unknown): string | null {
+    if (value === undefined || value === '') return null;
+    if (typeof value !== 'string' || !UUID.test(value)) {
+      throw new DomainError('invalid', 'The form was damaged (message id); reload the page and send again.');
+    }
+    return value.toLowerCase();
+  }
+}

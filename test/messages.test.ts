@@ -1,0 +1,403 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { z } from 'zod';
+import { sql } from '../src/infra/db.ts';
+import { cleanMessageText } from '../src/messages/message-service.ts';
+import { buildTestApp, type TestApp } from './helpers/app.ts';
+import { Client, openRoom } from './helpers/client.ts';
+import { openLive, seqsIn } from './helpers/live.ts';
+
+const send = (client: Client, code: string, body: string, extra: Record<string, string> = {}, htmx = false) =>
+  client.post(
+    `/rooms/${code}/messages`,
+    { body, ...extra },
+    htmx ? { headers: { 'hx-request': 'true' } } : {},
+  );
+
+const messageRows = (app: TestApp, code: string) =>
+  app.resources.db.any(sql.type(
+    z.object({ seq: z.number(), client_msg_id: z.string().nullable(), sender_ip: z.string() }),
+  )`
+    SELECT m.seq, m.client_msg_id, host(m.sender_ip) AS sender_ip
+    FROM messages m JOIN rooms r ON r.id = m.room_id WHERE r.code = ${code} AND r.status = 'active' ORDER BY m.seq`);
+
+describe('sending', () => {
+  let app: TestApp;
+  before(async () => {
+    app = await buildTestApp({ env: { MAX_MESSAGE_CHARS: '50' } });
+  });
+  after(() => app.close());
+
+  it('works without JS: 303 back to the room, which shows the message', async () => {
+    const { code, host, guest, hostName } = await openRoom(app.chat);
+    const sent = await send(host, code, 'Hello there');
+    assert.equal(sent.statusCode, 303);
+    assert.equal(sent.headers.location, `/rooms/${code}#msg-1`);
+    const hostPage = await host.get(`/rooms/${code}`);
+    assert.match(hostPage.body, /<li id="msg-1" data-seq="1" class="message message-mine">/);
+    const guestPage = await guest.get(`/rooms/${code}`);
+    assert.match(guestPage.body, /<li id="msg-1" data-seq="1" class="message message-theirs">/);
+    assert.match(guestPage.body, new RegExp(`<p class="message-sender">${hostName}</p>`));
+    assert.match(guestPage.body, /Hello there/);
+    const rows = await messageRows(app, code);
+    assert.deepEqual(rows, [{ seq: 1, client_msg_id: null, sender_ip: '192.0.2.10' }]);
+  });
+
+  it('answers htmx with the sender’s own message fragment and a fresh message id', async () => {
+    const { code, host } = await openRoom(app.chat);
+    const clientMsgId = randomUUID();
+    const sent = await send(host, code, 'via htmx', { client_msg_id: clientMsgId }, true);
+    assert.equal(sent.statusCode, 200);
+    assert.doesNotMatch(sent.body, /<html/);
+    assert.match(sent.body, /^<li id="msg-1" data-seq="1" class="message message-mine">/);
+    const next = /id="client-msg-id" name="client_msg_id" value="([0-9a-f-]{36})" hx-swap-oob="true"/.exec(
+      sent.body,
+    );
+    assert.ok(next, 'a new client_msg_id comes back out of band');
+    assert.notEqual(next[1], clientMsgId);
+  });
+
+  it('refuses empty and whitespace-only messages (400) and too long ones (413), storing nothing', async () => {
+    const { code, host } = await openRoom(app.chat);
+    for (const body of ['', '   ', '\n\n\t \n', '\u0000\u0007']) {
+      const response = await send(host, code, body);
+      assert.equal(response.statusCode, 400, JSON.stringify(body));
+      assert.match(response.body, /Type a message first/);
+    }
+    const tooLong = await send(host, code, 'x'.repeat(51));
+    assert.equal(tooLong.statusCode, 413);
+    assert.match(tooLong.body, /at most 50 characters/);
+    const htmxTooLong = await send(host, code, 'é'.repeat(51), {}, true);
+    assert.equal(htmxTooLong.statusCode, 413);
+    assert.equal(htmxTooLong.headers['hx-retarget'], '#notice');
+    assert.equal((await send(host, code, '😀'.repeat(50))).statusCode, 303, '50 emoji are 50 characters');
+    assert.equal((await messageRows(app, code)).length, 1);
+  });
+
+  it('drops control characters other than newline and tab', async () => {
+    assert.equal(cleanMessageText('a\u0000b\u0007c\r\nd\te\u001b[31m\u2028'), 'abc\nd\te[31m');
+    assert.equal(cleanMessageText('\n\n  indented\nline  \n\n'), '  indented\nline');
+  });
+
+  it('stores one message for a repeated client_msg_id, and answers both with it', async () => {
+    const { code, host } = await openRoom(app.chat);
+    const clientMsgId = randomUUID();
+    const first = await send(host, code, 'only once', { client_msg_id: clientMsgId }, true);
+    const again = await send(host, code, 'only once', { client_msg_id: clientMsgId }, true);
+    assert.equal(first.statusCode, 200);
+    assert.equal(again.statusCode, 200);
+    const fragment = (body: string) => body.slice(0, body.indexOf('<input'));
+    assert.equal(fragment(again.body), fragment(first.body));
+
+    // at the same instant, too (the database decides)
+    const racing = randomUUID();
+    const results = await Promise.all(
+      Array.from({ length: 5 }, () => send(host, code, 'raced', { client_msg_id: racing }, true)),
+    );
+    const seqs = new Set(results.map((result) => /data-seq="(\d+)"/.exec(result.body)?.[1]));
+    assert.equal(seqs.size, 1);
+    const rows = await messageRows(app, code);
+    assert.equal(rows.length, 2);
+    assert.deepEqual(
+      rows.map((row) => row.client_msg_id),
+      [clientMsgId, racing],
+    );
+    assert.equal((await send(host, code, 'bad id', { client_msg_id: 'not-a-uuid' })).statusCode, 400);
+  });
+
+  it('is for participants of a live room only', async () => {
+    const { code, guest } = await openRoom(app.chat);
+    const stranger = new Client(app.chat);
+    assert.equal((await send(stranger, code, 'hi')).statusCode, 404);
+    await guest.post(`/rooms/${code}/end`, { confirm: 'yes' });
+    assert.equal((await send(guest, code, 'too late')).statusCode, 410);
+  });
+});
+
+describe('sealing', () => {
+  let app: TestApp;
+  before(async () => {
+    app = await buildTestApp();
+  });
+  after(() => app.close());
+
+  it('leaves no plaintext of any message anywhere in the database', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    const secret = `Zebra-${randomUUID()}-plaintext`;
+    await send(host, code, secret);
+    await send(guest, code, `${secret} reply`, { client_msg_id: randomUUID() }, true);
+    const tables = await app.resources.db.anyFirst(sql.type(z.object({ table_name: z.string() }))`
+      SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'`);
+    assert.ok(tables.includes('messages') && tables.includes('audit_events'));
+    const needles = [
+      secret,
+      Buffer.from(secret).toString('hex'),
+      Buffer.from(secret).toString('base64').slice(0, 24),
+    ];
+    const rowsSeen: Record<string, number> = {};
+    for (const table of tables) {
+      const dump = await app.resources.db.anyFirst(sql.type(z.object({ row: z.string() }))`
+        SELECT t::text AS row FROM ${sql.identifier([table])} t`);
+      rowsSeen[table] = dump.length;
+      for (const row of dump) {
+        for (const needle of needles) assert.ok(!row.includes(needle), `plaintext found in ${table}: ${row}`);
+      }
+    }
+    // the dump did see the rows that hold the messages
+    assert.equal(rowsSeen.messages, 2);
+    assert.equal(rowsSeen.participants, 2);
+    // ...while the participants read it fine
+    assert.match((await guest.get(`/rooms/${code}`)).body, new RegExp(secret));
+    // and the logs never saw it either
+    assert.ok(!app.logs.join('\n').includes(secret));
+  });
+
+  it('shows a corrupted or moved ciphertext as [unreadable message], logs it, and crashes nothing', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    await send(host, code, 'first message');
+    await send(host, code, 'second message');
+    await send(host, code, 'third message');
+    const roomId = await app.resources.db.oneFirst(sql.type(z.object({ id: z.string() }))`
+      SELECT id FROM rooms WHERE code = ${code} AND status = 'active'`);
+    // flip one byte of the first, swap the second and third
+    await app.resources.db.query(sql.unsafe`
+      UPDATE messages SET body_sealed = set_byte(body_sealed, 20, get_byte(body_sealed, 20) # 1)
+      WHERE room_id = ${roomId} AND seq = 1`);
+    await app.resources.db.query(sql.unsafe`
+      UPDATE messages m SET body_sealed = o.body_sealed
+      FROM messages o WHERE m.room_id = ${roomId} AND o.room_id = ${roomId}
+        AND ((m.seq = 2 AND o.seq = 3) OR (m.seq = 3 AND o.seq = 2))`);
+    await send(host, code, 'fourth message');
+    const page = await guest.get(`/rooms/${code}`);
+    assert.equal(page.statusCode, 200);
+    assert.equal((page.body.match(/\[unreadable message\]/g) ?? []).length, 3);
+    assert.match(page.body, /fourth message/);
+    assert.doesNotMatch(page.body, /first message|second message|third message/);
+    assert.ok(
+      app.logs.some((line) => line.includes('message ciphertext did not open') && line.includes(roomId)),
+    );
+    const transcript = await guest.get(`/rooms/${code}/transcript.txt`);
+    assert.equal(transcript.statusCode, 200);
+  });
+});
+
+describe('history', () => {
+  let app: TestApp;
+  before(async () => {
+    app = await buildTestApp();
+  });
+  after(() => app.close());
+
+  it('returns the messages after seq N as a fragment for htmx, and as a self-refreshing page otherwise', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    for (const text of ['one', 'two', 'three']) await send(host, code, text);
+    const fragment = await guest.get(`/rooms/${code}/messages?after=1`, {
+      headers: { 'hx-request': 'true' },
+    });
+    assert.equal(fragment.statusCode, 200);
+    assert.doesNotMatch(fragment.body, /<html/);
+    assert.deepEqual(seqsIn([fragment.body]), [2, 3]);
+    const page = await guest.get(`/rooms/${code}/messages`);
+    assert.match(page.body, /<meta http-equiv="refresh" content="5;url=\/rooms\/[A-Z0-9]{4}\/messages#end">/);
+    assert.deepEqual(seqsIn([page.body]), [1, 2, 3]);
+    assert.match(String(page.headers['content-security-policy']), /frame-ancestors 'self'/);
+    assert.equal((await new Client(app.chat).get(`/rooms/${code}/messages`)).statusCode, 404);
+  });
+
+  it('renders HTML and htmx attributes in messages and names inert, everywhere', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    const nasty = `<script>alert(1)</script> <img src=x onerror=alert(2)> <a hx-get="/rooms" hx-trigger="load">x</a> "'&`;
+    const sent = await send(host, code, nasty, { client_msg_id: randomUUID() }, true);
+    const live = await guest.get(`/rooms/${code}`);
+    const frame = await guest.get(`/rooms/${code}/messages`);
+    const fragment = await guest.get(`/rooms/${code}/messages?after=0`, {
+      headers: { 'hx-request': 'true' },
+    });
+    for (const body of [sent.body, live.body, frame.body, fragment.body]) {
+      assert.ok(!body.includes('<script>alert'), 'script tag rendered');
+      assert.ok(!body.includes('<img src=x'), 'img tag rendered');
+      assert.ok(!body.includes('<a hx-get'), 'htmx attribute rendered');
+      assert.ok(body.includes('&lt;script&gt;alert(1)&lt;/script&gt; &lt;img src=x onerror=alert(2)&gt;'));
+      assert.ok(body.includes('&quot;&#39;&amp;'));
+    }
+    const transcript = await guest.get(`/rooms/${code}/transcript.txt`);
+    assert.equal(transcript.headers['content-type'], 'text/plain; charset=utf-8');
+    assert.equal(transcript.headers['x-content-type-options'], 'nosniff');
+    assert.ok(transcript.body.includes(nasty));
+  });
+
+  it('downloads the conversation so far as plain text, for participants only', async () => {
+    const { code, host, guest, hostName, guestName } = await openRoom(app.chat);
+    await send(host, code, 'line one\nline two');
+    await send(guest, code, 'answer');
+    const transcript = await guest.get(`/rooms/${code}/transcript.txt`);
+    assert.equal(transcript.statusCode, 200);
+    assert.equal(transcript.headers['content-disposition'], `attachment; filename="chittychat-${code}.txt"`);
+    const lines = transcript.body.split('\n');
+    assert.match(lines[0] as string, new RegExp(`room ${code}`));
+    assert.match(transcript.body, new RegExp(`UTC\\] ${hostName}: line one\\n    line two`));
+    assert.match(transcript.body, new RegExp(`UTC\\] ${guestName} \\(you\\): answer`));
+    assert.equal((await new Client(app.chat).get(`/rooms/${code}/transcript.txt`)).statusCode, 404);
+  });
+});
+
+describe('live delivery', () => {
+  let app: TestApp;
+  before(async () => {
+    app = await buildTestApp({ listen: true, hub: { typingTimeoutMs: 300 } });
+  });
+  after(() => app.close());
+
+  it('pushes a committed message to the partner’s page and the sender’s other tabs', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    const guestSocket = await openLive(app.chatUrl, code, guest);
+    const hostOtherTab = await openLive(app.chatUrl, code, host);
+    await send(host, code, 'live hello', { client_msg_id: randomUUID() }, true);
+    const theirs = await guestSocket.waitFor(/msg-1/);
+    assert.match(theirs, /message-theirs/);
+    assert.match(theirs, /live hello/);
+    const mine = await hostOtherTab.waitFor(/msg-1/);
+    assert.match(mine, /message-mine/);
+    await send(guest, code, 'and back');
+    assert.match(await hostOtherTab.waitFor(/msg-2/), /message-theirs[\s\S]*and back/);
+    guestSocket.close();
+    hostOtherTab.close();
+  });
+
+  it('shows the partner’s presence and typing', async () => {
+    const { code, host, guest, guestName } = await openRoom(app.chat);
+    const hostSocket = await openLive(app.chatUrl, code, host);
+    assert.match(await hostSocket.waitFor(/partner-status/), /away/);
+    const guestSocket = await openLive(app.chatUrl, code, guest);
+    await hostSocket.waitFor((frame) => frame.includes('presence-online') && frame.includes(guestName));
+    assert.match(await guestSocket.waitFor(/partner-status/), /presence-online/);
+
+    guestSocket.socket.send(JSON.stringify({ typing: true, headers: {} }));
+    const typing = await hostSocket.waitFor(/is typing/);
+    assert.match(typing, new RegExp(`${guestName} is typing…`));
+    assert.match(typing, /id="typing"[^>]*hx-swap-oob="true"/);
+    // it clears by itself when the typing stops
+    await hostSocket.waitFor((frame) => /id="typing"/.test(frame) && !frame.includes('is typing'), 3_000);
+
+    guestSocket.close();
+    await hostSocket.waitFor((frame) => frame.includes('presence-away') && frame.includes(guestName));
+    hostSocket.close();
+  });
+
+  it('gives a reconnecting page exactly what it missed, in order, once', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    for (const text of ['a', 'b', 'c', 'd', 'e']) await send(host, code, text);
+    const socket = await openLive(app.chatUrl, code, guest, { after: 2 });
+    await socket.waitFor(/msg-5/);
+    await send(host, code, 'f');
+    await socket.waitFor(/msg-6/);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(seqsIn(socket.frames), [3, 4, 5, 6]);
+    socket.close();
+
+    // without `after`, a socket only hears what comes next
+    const fresh = await openLive(app.chatUrl, code, guest);
+    await send(host, code, 'g');
+    await fresh.waitFor(/msg-7/);
+    assert.deepEqual(seqsIn(fresh.frames), [7]);
+    fresh.close();
+  });
+
+  it('refuses an upgrade from another origin, or for a device not in the room, before upgrading', async () => {
+    const { code, guest } = await openRoom(app.chat);
+    await assert.rejects(openLive(app.chatUrl, code, guest, { origin: 'https://evil.example' }), {
+      status: 403,
+    });
+    await assert.rejects(openLive(app.chatUrl, code, new Client(app.chat)), { status: 404 });
+    await assert.rejects(openLive(app.chatUrl, code, undefined), { status: 404 });
+    await assert.rejects(openLive(app.chatUrl, 'ZZZZ', guest), { status: 404 });
+    // same origin, and no Origin at all (a CLI client), are fine
+    const same = await openLive(app.chatUrl, code, guest, { origin: app.chatUrl });
+    same.close();
+  });
+
+  it('closes a socket that sends a frame over 16 KiB, a binary frame, or a flood', async () => {
+    const { code, guest } = await openRoom(app.chat);
+    const big = await openLive(app.chatUrl, code, guest);
+    big.socket.send('x'.repeat(17 * 1024));
+    assert.equal((await big.closed).code, 1009);
+
+    const binary = await openLive(app.chatUrl, code, guest);
+    binary.socket.send(Buffer.from([1, 2, 3]));
+    assert.equal((await binary.closed).code, 1003);
+
+    const flood = await openLive(app.chatUrl, code, guest);
+    for (let index = 0; index < 100; index++) flood.socket.send('{"typing":true}');
+    assert.equal((await flood.closed).code, 1008);
+
+    const garbage = await openLive(app.chatUrl, code, guest);
+    garbage.socket.send('{not json');
+    garbage.socket.send('42');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(garbage.socket.readyState, garbage.socket.OPEN, 'malformed JSON is ignored, not fatal');
+    garbage.close();
+  });
+
+  it('tells open sockets when the chat ends, closes them, and refuses further sends', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    const hostSocket = await openLive(app.chatUrl, code, host);
+    const guestSocket = await openLive(app.chatUrl, code, guest);
+    await host.post(`/rooms/${code}/end`, { confirm: 'yes' });
+    for (const socket of [hostSocket, guestSocket]) {
+      assert.match(await socket.waitFor(/chat-ended/), /This chat has ended/);
+      assert.equal((await socket.closed).code, 1000);
+    }
+    assert.equal((await send(guest, code, 'after the end')).statusCode, 410);
+  });
+
+  it('closes every socket with 1012 when the server shuts down', async () => {
+    const own = await buildTestApp({ listen: true, database: app.database });
+    const { code, host } = await openRoom(own.chat);
+    const socket = await openLive(own.chatUrl, code, host);
+    await own.close();
+    assert.equal((await socket.closed).code, 1012);
+  });
+});
+
+describe('slow and dead peers', () => {
+  it('cuts off a socket whose unsent data passes the bound, instead of buffering without limit', async () => {
+    const app = await buildTestApp({ listen: true, hub: { maxBufferedBytes: 64 * 1024 } });
+    try {
+      const { code, host, guest } = await openRoom(app.chat);
+      const reader = await openLive(app.chatUrl, code, guest);
+      // Stop reading: the kernel buffers fill, then the server's send buffer grows.
+      (reader.socket as unknown as { _socket: import('node:net').Socket })._socket.pause();
+      const text = 'y'.repeat(3_900);
+      let closedByServer = false;
+      void reader.closed.then(() => {
+        closedByServer = true;
+      });
+      for (let round = 0; round < 40 && app.services.hub.socketCount() > 0; round++) {
+        await Promise.all(Array.from({ length: 50 }, () => send(host, code, text)));
+      }
+      assert.equal(app.services.hub.socketCount(), 0, 'the slow socket was closed');
+      assert.ok(app.logs.some((line) => line.includes('slow socket closed')));
+      void closedByServer;
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('terminates a peer that never answers pings', async () => {
+    const app = await buildTestApp({ listen: true, hub: { heartbeatMs: 150 } });
+    try {
+      const { code, guest } = await openRoom(app.chat);
+      const silent = await openLive(app.chatUrl, code, guest);
+      // ws answers pings automatically; a dead peer does not: stop its socket from reading.
+      (silent.socket as unknown as { _socket: import('node:net').Socket })._socket.pause();
+      const started = Date.now();
+      while (app.services.hub.socketCount() > 0 && Date.now() - started < 5_000) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.equal(app.services.hub.socketCount(), 0);
+    } finally {
+      await app.close();
+    }
+  });
+});
