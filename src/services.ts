@@ -1,6 +1,9 @@
 import type { Eta } from 'eta';
+import { ArchiveService } from './archive/archive-service.ts';
+import { RetentionService } from './archive/retention.ts';
 import { AuditLog } from './audit/audit-log.ts';
 import { RoomKeys } from './crypto/room-keys.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
 import type { Resources } from './resources.ts';
 import { RoomService } from './rooms/room-service.ts';
 import { type Sweeper, startSweeper } from './rooms/sweeper.ts';
@@ -18,6 +21,9 @@ export type Services = {
   roomKeys: RoomKeys;
   rooms: RoomService;
   sweeper: Sweeper;
+  metrics: Metrics;
+  archive: ArchiveService;
+  retention: RetentionService;
   /** Stops background work (sweepers, timers) before resources close. */
   stop(): Promise<void>;
 };
@@ -37,12 +43,28 @@ export function createServices(resources: Resources, options: ServiceOptions = {
     roomTtlHours: config.roomTtlHours,
     pendingTtlMinutes: config.pendingTtlMinutes,
   });
+  const metrics = createMetrics(db);
+  const archiveDeps = {
+    db,
+    store: resources.store,
+    roomKeys,
+    audit,
+    clock,
+    logger,
+    counters: metrics.archive,
+  };
+  const archive = new ArchiveService(archiveDeps);
+  const retention = new RetentionService({ ...archiveDeps, retentionDays: config.archiveRetentionDays });
   const sweeper = startSweeper({
     db,
     logger,
     intervalMs: config.sweepIntervalSeconds * 1000,
     autoStart: options.sweepOnTimer ?? true,
-    tasks: [{ name: 'expire-rooms', run: () => rooms.expireDue() }],
+    tasks: [
+      { name: 'expire-rooms', run: () => rooms.expireDue() },
+      { name: 'archive-rooms', run: () => archive.archiveDue() },
+      { name: 'shred-rooms', run: () => retention.shredDue() },
+    ],
   });
   return {
     views,
@@ -51,6 +73,9 @@ export function createServices(resources: Resources, options: ServiceOptions = {
     roomKeys,
     rooms,
     sweeper,
+    metrics,
+    archive,
+    retention,
     async stop() {
       await sweeper.stop();
     },
