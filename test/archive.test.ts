@@ -47,6 +47,26 @@ async function endedRoom(app: TestApp) {
   return { ...room, roomId, image };
 }
 
+/**
+ * A real failure at the last step, as a crash there would leave things: PostgreSQL refuses to
+ * move any room to `status` until the returned function is called.
+ */
+async function refuseStatus(app: TestApp, status: 'archived' | 'shredded'): Promise<() => Promise<void>> {
+  const { db } = app.resources;
+  // DDL takes no bind parameters: the status is one of two fixed literals.
+  const literal = status === 'archived' ? sql.fragment`'archived'` : sql.fragment`'shredded'`;
+  await db.query(sql.unsafe`
+    CREATE FUNCTION refuse_status() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN RAISE EXCEPTION 'simulated crash before the status update'; END $$`);
+  await db.query(sql.unsafe`
+    CREATE TRIGGER refuse_status BEFORE UPDATE ON rooms FOR EACH ROW
+    WHEN (NEW.status = ${literal}) EXECUTE FUNCTION refuse_status()`);
+  return async () => {
+    await db.query(sql.unsafe`DROP TRIGGER refuse_status ON rooms`);
+    await db.query(sql.unsafe`DROP FUNCTION refuse_status()`);
+  };
+}
+
 const archivePage = (app: TestApp, roomId: string) =>
   app.admin.inject({ url: `/rooms/${roomId}/archive`, ...ADMIN });
 
@@ -184,14 +204,7 @@ describe('archive failures', () => {
 
   it('finishes on the next sweep when the row update failed after the object was written', async () => {
     const { roomId } = await endedRoom(app);
-    const { db } = app.resources;
-    // A real failure between the two steps: PostgreSQL refuses the status change once.
-    await db.query(sql.unsafe`
-      CREATE FUNCTION refuse_archive() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN RAISE EXCEPTION 'simulated crash before the row update'; END $$`);
-    await db.query(sql.unsafe`
-      CREATE TRIGGER refuse_archive BEFORE UPDATE ON rooms FOR EACH ROW
-      WHEN (NEW.status = 'archived') EXECUTE FUNCTION refuse_archive()`);
+    const allow = await refuseStatus(app, 'archived');
     try {
       const failuresBefore = await metricValue(app, 'ccc_archive_failures_total');
       await app.services.sweeper.runOnce();
@@ -201,8 +214,7 @@ describe('archive failures', () => {
       assert.equal(await metricValue(app, 'ccc_archive_failures_total'), failuresBefore + 1);
       assert.ok(app.logs.some((line) => line.includes('archive could not be written')));
     } finally {
-      await db.query(sql.unsafe`DROP TRIGGER refuse_archive ON rooms`);
-      await db.query(sql.unsafe`DROP FUNCTION refuse_archive()`);
+      await allow();
     }
 
     await app.services.sweeper.runOnce();
@@ -303,13 +315,8 @@ describe('retention', () => {
   it('finishes an interrupted shred on the next sweep', async () => {
     const { roomId, image } = await endedRoom(app);
     await app.services.sweeper.runOnce();
-    const { db, store } = app.resources;
-    await db.query(sql.unsafe`
-      CREATE FUNCTION refuse_shred() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN RAISE EXCEPTION 'simulated crash before the status update'; END $$`);
-    await db.query(sql.unsafe`
-      CREATE TRIGGER refuse_shred BEFORE UPDATE ON rooms FOR EACH ROW
-      WHEN (NEW.status = 'shredded') EXECUTE FUNCTION refuse_shred()`);
+    const { store } = app.resources;
+    const allow = await refuseStatus(app, 'shredded');
     clock.advance(31 * DAY);
     try {
       await app.services.sweeper.runOnce();
@@ -319,8 +326,7 @@ describe('retention', () => {
       assert.match((await archivePage(app, roomId)).body, /data-archive-state="shredded"/);
       assert.match((await app.admin.inject({ url: `/rooms/${roomId}`, ...ADMIN })).body, /Content shredded/);
     } finally {
-      await db.query(sql.unsafe`DROP TRIGGER refuse_shred ON rooms`);
-      await db.query(sql.unsafe`DROP FUNCTION refuse_shred()`);
+      await allow();
     }
     await app.services.sweeper.runOnce();
     assert.equal((await roomState(app, roomId)).status, 'shredded');

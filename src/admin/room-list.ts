@@ -1,11 +1,12 @@
 import { z } from 'zod';
+import { roomStatusSchema } from '../archive/room-record.ts';
 import { DomainError } from '../domain-error.ts';
 import { type DatabasePool, sql } from '../infra/db.ts';
 import { CODE_ALPHABET, CODE_LENGTH } from '../rooms/codes.ts';
 import type { RoomStatus } from '../rooms/room-service.ts';
 import type { Paging } from './paging.ts';
 
-export const ROOM_STATUSES: readonly RoomStatus[] = ['pending', 'active', 'expired', 'archived', 'shredded'];
+export const ROOM_STATUSES: readonly RoomStatus[] = roomStatusSchema.options;
 
 export type RoomFilter = { status: RoomStatus | undefined; code: string | undefined };
 
@@ -33,7 +34,7 @@ export function parseRoomFilter(query: { status?: unknown; code?: unknown }): Ro
 const listRow = z.object({
   id: z.string(),
   code: z.string(),
-  status: z.enum(['pending', 'active', 'expired', 'archived', 'shredded']),
+  status: roomStatusSchema,
   created_at: z.number(),
   pending_until: z.number(),
   activated_at: z.number().nullable(),

@@ -1,20 +1,8 @@
-import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { AuditLog } from '../audit/audit-log.ts';
-import type { RoomKeys } from '../crypto/room-keys.ts';
-import type { Clock } from '../infra/clock.ts';
-import { type DatabasePool, sql } from '../infra/db.ts';
-import type { ObjectStore } from '../infra/object-store.ts';
-import type { ArchiveCounters } from '../metrics.ts';
+import { sql } from '../infra/db.ts';
+import type { ArchiveDeps } from './archive-service.ts';
 
-export type RetentionDeps = {
-  db: DatabasePool;
-  store: ObjectStore;
-  roomKeys: RoomKeys;
-  audit: AuditLog;
-  clock: Clock;
-  logger: Logger;
-  counters: ArchiveCounters;
+export type RetentionDeps = ArchiveDeps & {
   /** ARCHIVE_RETENTION_DAYS; undefined keeps archives for ever. */
   retentionDays: number | undefined;
 };

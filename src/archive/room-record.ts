@@ -17,6 +17,8 @@ export const ROOM_RECORD_VERSION = 1;
 
 const isoTime = z.string().datetime();
 const slot = z.union([z.literal(1), z.literal(2)]);
+export const roomStatusSchema = z.enum(['pending', 'active', 'expired', 'archived', 'shredded']);
+const endReason = z.enum(['expired', 'ended', 'lapsed']);
 
 export const roomRecordSchema = z.object({
   format: z.literal(ROOM_RECORD_FORMAT),
@@ -24,14 +26,14 @@ export const roomRecordSchema = z.object({
   room: z.object({
     id: z.string().uuid(),
     code: z.string(),
-    status: z.enum(['pending', 'active', 'expired', 'archived', 'shredded']),
+    status: roomStatusSchema,
     createdAt: isoTime,
     createdIp: z.string(),
     pendingUntil: isoTime,
     activatedAt: isoTime.nullable(),
     expiresAt: isoTime.nullable(),
     endedAt: isoTime.nullable(),
-    endReason: z.enum(['expired', 'ended', 'lapsed']).nullable(),
+    endReason: endReason.nullable(),
     endedBySlot: slot.nullable(),
     lastActivityAt: isoTime,
     lastSeq: z.number().int(),
@@ -89,14 +91,14 @@ export type RecordAttachment = RoomRecord['attachments'][number];
 const roomRow = z.object({
   id: z.string(),
   code: z.string(),
-  status: z.enum(['pending', 'active', 'expired', 'archived', 'shredded']),
+  status: roomStatusSchema,
   created_at: z.number(),
   created_ip: z.string(),
   pending_until: z.number(),
   activated_at: z.number().nullable(),
   expires_at: z.number().nullable(),
   ended_at: z.number().nullable(),
-  end_reason: z.enum(['expired', 'ended', 'lapsed']).nullable(),
+  end_reason: endReason.nullable(),
   ended_by_slot: slot.nullable(),
   last_activity_at: z.number(),
   last_seq: z.number(),
