@@ -1,9 +1,12 @@
 import type { Eta } from 'eta';
+import { ArchiveService } from './archive/archive-service.ts';
+import { RetentionService } from './archive/retention.ts';
 import { AuditLog } from './audit/audit-log.ts';
 import { RoomKeys } from './crypto/room-keys.ts';
 import { MessageService } from './messages/message-service.ts';
 import { MessageWriter } from './messages/message-writer.ts';
 import { type HubOptions, RealtimeHub } from './messages/realtime-hub.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
 import type { Resources } from './resources.ts';
 import { RoomService } from './rooms/room-service.ts';
 import { type Sweeper, startSweeper } from './rooms/sweeper.ts';
@@ -24,6 +27,9 @@ export type Services = {
   writer: MessageWriter;
   hub: RealtimeHub;
   sweeper: Sweeper;
+  metrics: Metrics;
+  archive: ArchiveService;
+  retention: RetentionService;
   /** Stops background work and lets queued writes finish, before resources close. */
   stop(): Promise<void>;
 };
@@ -53,12 +59,28 @@ export async function createServices(resources: Resources, options: ServiceOptio
   );
   // Sockets of a room that ended (here or, through the bus, anywhere) hear it and close.
   rooms.onRoomsEnded((ended) => hub.publishEnded(ended.map((room) => room.id)));
+  const metrics = createMetrics(db, hub);
+  const archiveDeps = {
+    db,
+    store: resources.store,
+    roomKeys,
+    audit,
+    clock,
+    logger,
+    counters: metrics.archive,
+  };
+  const archive = new ArchiveService(archiveDeps);
+  const retention = new RetentionService({ ...archiveDeps, retentionDays: config.archiveRetentionDays });
   const sweeper = startSweeper({
     db,
     logger,
     intervalMs: config.sweepIntervalSeconds * 1000,
     autoStart: options.sweepOnTimer ?? true,
-    tasks: [{ name: 'expire-rooms', run: () => rooms.expireDue() }],
+    tasks: [
+      { name: 'expire-rooms', run: () => rooms.expireDue() },
+      { name: 'archive-rooms', run: () => archive.archiveDue() },
+      { name: 'shred-rooms', run: () => retention.shredDue() },
+    ],
   });
   return {
     views,
@@ -70,6 +92,9 @@ export async function createServices(resources: Resources, options: ServiceOptio
     writer,
     hub,
     sweeper,
+    metrics,
+    archive,
+    retention,
     async stop() {
       await sweeper.stop();
       await hub.close();

@@ -2,31 +2,44 @@ import fastifyCookie from '@fastify/cookie';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyRequest } from 'fastify';
 import { serverOptions } from '../chat/app.ts';
+import { httpMetricsPlugin } from '../metrics.ts';
 import { projectPath } from '../paths.ts';
 import type { Resources } from '../resources.ts';
 import type { Services } from '../services.ts';
 import { errorHandlerPlugin } from '../web/errors.ts';
-import { fmt } from '../web/format.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
 import { securityHeadersPlugin } from '../web/security-headers.ts';
 import { themeOf } from '../web/theme.ts';
+import { basicAuthPlugin } from './basic-auth.ts';
 import { cidrGuardPlugin, readOnlyPlugin } from './cidr-guard.ts';
+import { adminFmt } from './format.ts';
+import { auditRoutes } from './routes/audit.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
+import { metricsRoutes } from './routes/metrics.ts';
+import { roomRoutes } from './routes/rooms.ts';
+import { viewAuditPlugin } from './view-audit.ts';
 
 export type AdminAppOptions = { resources: Resources; services: Services };
 
-/** The read-only admin listener. The CIDR guard runs first, on every route, /health included. */
+/**
+ * The read-only admin listener. The CIDR guard runs first, on every route, /health included;
+ * then the optional password, then the read-only check.
+ */
 export const adminApp: FastifyPluginAsync<AdminAppOptions> = async (app, { resources, services }) => {
   await app.register(securityHeadersPlugin);
   await app.register(fastifyCookie);
   await app.register(renderPlugin, {
     views: services.views,
-    defaults: (request: FastifyRequest) => ({ theme: themeOf(request), area: 'admin', fmt }),
+    defaults: (request: FastifyRequest) => ({ theme: themeOf(request), area: 'admin', fmt: adminFmt }),
   });
   await app.register(errorHandlerPlugin);
   await app.register(cidrGuardPlugin, { allowedCidrs: resources.config.allowedAdminCidrs });
+  await app.register(httpMetricsPlugin, { metrics: services.metrics, listener: 'admin' });
+  const { adminPasswordHash } = resources.config;
+  if (adminPasswordHash) await app.register(basicAuthPlugin, { passwordHash: adminPasswordHash });
   await app.register(readOnlyPlugin);
+  await app.register(viewAuditPlugin, { audit: services.audit, db: resources.db });
   await app.register(fastifyStatic, {
     root: projectPath('public'),
     prefix: '/static/',
@@ -35,7 +48,10 @@ export const adminApp: FastifyPluginAsync<AdminAppOptions> = async (app, { resou
     decorateReply: false,
   });
   await app.register(healthRoutes, { probe: services.health });
+  await app.register(metricsRoutes, { resources, services });
   await app.register(dashboardRoutes, { resources, services });
+  await app.register(roomRoutes, { resources, services });
+  await app.register(auditRoutes, { resources, services });
 };
 
 export async function createAdminServer(resources: Resources, services: Services): Promise<FastifyInstance> {

@@ -8,6 +8,7 @@ import Fastify, {
   type FastifyPluginAsync,
   type FastifyRequest,
 } from 'fastify';
+import { httpMetricsPlugin } from '../metrics.ts';
 import { projectPath } from '../paths.ts';
 import type { Resources } from '../resources.ts';
 import type { Services } from '../services.ts';
@@ -32,6 +33,7 @@ export type ChatAppOptions = { resources: Resources; services: Services };
 /** The public chat listener, as a plugin (so tests and main build it the same way). */
 export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resources, services }) => {
   await app.register(securityHeadersPlugin);
+  await app.register(httpMetricsPlugin, { metrics: services.metrics, listener: 'chat' });
   await app.register(fastifyCookie);
   await app.register(fastifyFormbody, { bodyLimit: 64 * 1024 });
   await app.register(renderPlugin, {

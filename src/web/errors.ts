@@ -30,6 +30,7 @@ const STATUS_OF_KIND: Record<DomainErrorKind, number> = {
 
 export const TITLES: Record<number, string> = {
   400: 'That did not look right',
+  401: 'Password required',
   403: 'Not allowed',
   404: 'Not found',
   405: 'Method not allowed',

@@ -1,0 +1,33 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { AdminAppOptions } from '../app.ts';
+import { auditActions, listAuditEvents, parseAuditFilter } from '../audit-list.ts';
+import { pageLinks, parsePage } from '../paging.ts';
+import { listOrInvalid } from './invalid-filter.ts';
+
+type AuditQuery = { Querystring: { code?: string; action?: string; ip?: string; page?: string } };
+
+export const auditRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, { resources }) => {
+  const { db } = resources;
+
+  app.get<AuditQuery>('/audit', async (request, reply) => {
+    const { query } = request;
+    const listing = await listOrInvalid(reply, async () => {
+      const filter = parseAuditFilter(query);
+      const paging = parsePage(query.page);
+      const { items, total } = await listAuditEvents(db, filter, paging);
+      return { items, links: pageLinks('/audit', filter, paging, total) };
+    });
+    return reply.render(
+      { page: 'admin/audit', fragment: 'admin/audit-table' },
+      {
+        title: 'Audit log',
+        nav: 'audit',
+        actions: await auditActions(db),
+        form: { code: query.code ?? '', action: query.action ?? '', ip: query.ip ?? '' },
+        items: listing.result?.items ?? [],
+        links: listing.result?.links ?? null,
+        error: listing.error,
+      },
+    );
+  });
+};

@@ -1,0 +1,82 @@
+import type { FastifyPluginAsync } from 'fastify';
+import { readAttachment } from '../../attachments/attachment-reader.ts';
+import { DomainError } from '../../domain-error.ts';
+import type { AdminAppOptions } from '../app.ts';
+import { parseUuid, unknownRoom } from '../ids.ts';
+import { loadRoomDetail, roomCodeOf } from '../room-detail.ts';
+
+type RoomParams = { Params: { id: string } };
+type AttachmentParams = { Params: { id: string; attachmentId: string } };
+
+const shreddedContent = () =>
+  new DomainError('gone', 'The content of this room was shredded after the retention period.', {
+    title: 'Content shredded',
+  });
+
+export const roomRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, { resources, services }) => {
+  const { db, store, logger } = resources;
+  const { roomKeys, archive } = services;
+  const deps = { db, roomKeys, logger };
+
+  const detailOf = async (id: string) => {
+    const detail = await loadRoomDetail(deps, parseUuid(id));
+    if (!detail) throw unknownRoom();
+    return detail;
+  };
+
+  app.get<RoomParams>('/rooms/:id', async (request, reply) => {
+    const detail = await detailOf(request.params.id);
+    return reply.render(
+      { page: 'admin/room' },
+      { title: `Room ${detail.record.room.code}`, nav: 'rooms', ...detail },
+    );
+  });
+
+  app.get<RoomParams>('/rooms/:id/transcript.json', async (request, reply) => {
+    const { record, shredded } = await detailOf(request.params.id);
+    if (shredded) throw shreddedContent();
+    return reply
+      .type('application/json; charset=utf-8')
+      .header('cache-control', 'private, no-store')
+      .header('content-disposition', `attachment; filename="room-${record.room.code}-${record.room.id}.json"`)
+      .send(`${JSON.stringify(record, null, 2)}\n`);
+  });
+
+  app.get<RoomParams>('/rooms/:id/archive', async (request, reply) => {
+    const roomId = parseUuid(request.params.id);
+    const code = await roomCodeOf(db, roomId);
+    if (code === null) throw unknownRoom();
+    const reading = await archive.read(roomId);
+    return reply.render(
+      { page: 'admin/archive' },
+      {
+        title: `Archive of room ${code}`,
+        nav: 'rooms',
+        roomId,
+        code,
+        reading,
+        attachmentsById:
+          'record' in reading && reading.record
+            ? new Map(reading.record.attachments.map((attachment) => [attachment.id, attachment]))
+            : new Map(),
+      },
+    );
+  });
+
+  for (const [suffix, variant] of [
+    ['', 'image'],
+    ['/thumb', 'thumb'],
+  ] as const) {
+    app.get<AttachmentParams>(`/rooms/:id/attachments/:attachmentId${suffix}`, async (request, reply) => {
+      const roomId = parseUuid(request.params.id);
+      const attachmentId = parseUuid(request.params.attachmentId, 'image id');
+      const image = await readAttachment({ db, store, roomKeys, logger }, roomId, attachmentId, variant);
+      return reply
+        .type(image.contentType)
+        .header('x-content-type-options', 'nosniff')
+        .header('cache-control', 'private, no-store')
+        .header('content-security-policy', "default-src 'none'")
+        .send(image.data);
+    });
+  }
+};
