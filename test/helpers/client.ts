@@ -47,6 +47,74 @@ export class Client {
   }
 }
 
+export type SimpleResponse = { statusCode: number; headers: Record<string, string>; body: string };
+
+/**
+ * The same kind of client over real HTTP (fetch), for servers in other processes. Redirects are
+ * not followed, so tests see the 303s.
+ */
+export class HttpClient {
+  readonly cookies = new Map<string, string>();
+
+  constructor(private readonly baseUrl: string) {}
+
+  async request(
+    method: string,
+    url: string,
+    form?: Record<string, string>,
+    headers: Record<string, string> = {},
+  ) {
+    const response = await fetch(new URL(url, this.baseUrl), {
+      method,
+      redirect: 'manual',
+      headers: {
+        'user-agent': 'test-http-client/1.0',
+        ...(this.cookies.size > 0
+          ? { cookie: [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ') }
+          : {}),
+        ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
+        ...headers,
+      },
+      ...(form ? { body: new URLSearchParams(form).toString() } : {}),
+    });
+    for (const line of response.headers.getSetCookie()) {
+      const [pair = ''] = line.split(';');
+      const index = pair.indexOf('=');
+      this.cookies.set(pair.slice(0, index), pair.slice(index + 1));
+    }
+    const result: SimpleResponse = {
+      statusCode: response.status,
+      headers: Object.fromEntries(response.headers),
+      body: await response.text(),
+    };
+    return result;
+  }
+
+  get(url: string, headers: Record<string, string> = {}) {
+    return this.request('GET', url, undefined, headers);
+  }
+
+  post(url: string, form: Record<string, string> = {}, headers: Record<string, string> = {}) {
+    return this.request('POST', url, form, headers);
+  }
+}
+
+/** Opens a room over real HTTP: the host on one server, the guest on another (or the same). */
+export async function openRoomOverHttp(hostBaseUrl: string, guestBaseUrl = hostBaseUrl) {
+  const host = new HttpClient(hostBaseUrl);
+  const created = await host.post('/rooms');
+  if (created.statusCode !== 303) throw new Error(`create failed: ${created.statusCode}`);
+  const code = String(created.headers.location).split('/').pop() as string;
+  const hostName = offeredNames((await host.get(`/rooms/${code}`)).body)[0] as string;
+  if ((await host.post(`/rooms/${code}/activate`, { name: hostName })).statusCode !== 303)
+    throw new Error('activate failed');
+  const guest = new HttpClient(guestBaseUrl);
+  const guestName = offeredNames((await guest.get(`/join?code=${code}`)).body)[0] as string;
+  if ((await guest.post(`/rooms/${code}/join`, { name: guestName })).statusCode !== 303)
+    throw new Error('join failed');
+  return { code, host, guest, hostName, guestName };
+}
+
 /** The display names offered as radio inputs named `name`. */
 export function offeredNames(html: string): string[] {
   return [...html.matchAll(/<input type="radio" name="name" value="([^"]+)"/g)].map(

@@ -1,5 +1,7 @@
 import { WebSocket } from 'ws';
-import type { Client } from './client.ts';
+
+/** Anything that carries the device cookie. */
+type CookieJar = { cookies: Map<string, string> };
 
 export type LiveSocket = {
   socket: WebSocket;
@@ -17,7 +19,7 @@ export type Unexpected = { status: number };
 export function openLive(
   baseUrl: string,
   code: string,
-  client: Client | undefined,
+  client: CookieJar | undefined,
   options: { after?: number | string; origin?: string; headers?: Record<string, string> } = {},
 ): Promise<LiveSocket> {
   const url = new URL(`/rooms/${code}/ws`, baseUrl.replace(/^http/, 'ws'));

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { z } from 'zod';
+import { keyIdOf } from '../src/crypto/keyring.ts';
+import { sql } from '../src/infra/db.ts';
+import { projectPath } from '../src/paths.ts';
+import { buildTestApp } from './helpers/app.ts';
+import { Client, openRoom } from './helpers/client.ts';
+import { createTestDatabase } from './helpers/database.ts';
+
+function runRotation(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', projectPath('scripts', 'rotate-master-key.ts')],
+      {
+        env: { PATH: process.env.PATH ?? '', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout.on('data', (chunk) => {
+      output += chunk;
+    });
+    child.stderr.on('data', (chunk) => {
+      output += chunk;
+    });
+    child.on('exit', (code) => resolve({ code, output }));
+  });
+}
+
+describe('master key rotation', () => {
+  it('rewraps every room key under the new key; old rooms read fine once the old key is gone', async () => {
+    const database = await createTestDatabase();
+    const oldKey = randomBytes(32).toString('base64');
+    const newKey = randomBytes(32).toString('base64');
+    const before = await buildTestApp({ database, env: { MASTER_KEY: oldKey } });
+    const rooms: { code: string; guest: Client }[] = [];
+    try {
+      for (let index = 0; index < 3; index++) {
+        const room = await openRoom(before.chat);
+        await room.host.post(`/rooms/${room.code}/messages`, { body: `secret number ${index}` });
+        rooms.push(room);
+      }
+    } finally {
+      await before.close();
+    }
+
+    const env = {
+      DATABASE_URL: database.url,
+      MASTER_KEY: newKey,
+      MASTER_KEY_PREVIOUS: oldKey,
+      LOG_LEVEL: 'info',
+    };
+    const first = await runRotation(env);
+    assert.equal(first.code, 0, first.output);
+    assert.match(first.output, /"rewrapped":3/);
+    // safe to run again: nothing left to do
+    const second = await runRotation(env);
+    assert.equal(second.code, 0, second.output);
+    assert.match(second.output, /"rewrapped":0/);
+
+    const after = await buildTestApp({ database, env: { MASTER_KEY: newKey } });
+    try {
+      const keyIds = await after.resources.db.anyFirst(sql.type(z.object({ kek_id: z.string() }))`
+        SELECT DISTINCT kek_id FROM room_keys`);
+      assert.deepEqual(keyIds, [keyIdOf(Buffer.from(newKey, 'base64'))]);
+      for (const [index, { code, guest }] of rooms.entries()) {
+        const reader = new Client(after.chat);
+        for (const [name, value] of guest.cookies) reader.cookies.set(name, value);
+        const page = await reader.get(`/rooms/${code}`);
+        assert.equal(page.statusCode, 200);
+        assert.match(page.body, new RegExp(`secret number ${index}`));
+      }
+    } finally {
+      await after.close();
+    }
+
+    // without the old key in MASTER_KEY_PREVIOUS, a run cannot open old keys and says so
+    const stale = await createTestDatabase();
+    const staleApp = await buildTestApp({ database: stale, env: { MASTER_KEY: oldKey } });
+    await openRoom(staleApp.chat);
+    await staleApp.close();
+    const refused = await runRotation({ DATABASE_URL: stale.url, MASTER_KEY: newKey });
+    assert.equal(refused.code, 2);
+    assert.match(refused.output, /MASTER_KEY_PREVIOUS/);
+    await stale.drop();
+    await database.drop();
+  });
+});
