@@ -129,8 +129,14 @@ export const errorHandlerPlugin = fp(
   async (app) => {
     app.setErrorHandler((error, request, reply) => {
       const publicError = toPublicError(error);
-      if (publicError.statusCode >= 500) {
+      if (publicError.statusCode === 500) {
         request.log.error({ err: error }, 'request failed');
+      } else if (publicError.statusCode >= 500) {
+        // A part we depend on is down: expected during outages, and reported by /health.
+        request.log.warn(
+          { status: publicError.statusCode, reason: (error as Error).message },
+          'request refused: unavailable',
+        );
       } else {
         request.log.info(
           { status: publicError.statusCode, reason: (error as Error).message },

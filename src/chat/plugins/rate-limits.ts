@@ -46,22 +46,33 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
       upload: limiter('upload', byDevice('upload')),
     } satisfies Record<LimitName, unknown>;
 
+    const keyOf = { join: byAddress('join'), send: byDevice('send'), upload: byDevice('upload') };
+    const fallback = createLocalWindow();
+
     app.decorate('checkLimit', async (name: LimitName, request: FastifyRequest, context = {}) => {
-      let result: Awaited<ReturnType<(typeof limiters)[LimitName]>>;
+      let exceeded: { ttlInSeconds: number } | undefined;
       try {
-        result = await limiters[name](request);
+        const result = await limiters[name](request);
+        if (!result.isAllowed && result.isExceeded) exceeded = result;
       } catch (error) {
-        request.log.error(
+        request.log.warn(
           { err: { message: (error as Error).message }, limit: name },
           'rate-limit store unavailable',
         );
-        throw new DomainError(
-          'unavailable',
-          'We cannot check request limits right now, so this was refused. Please try again in a moment.',
-          { retryAfterSeconds: 5 },
-        );
+        if (name === 'join') {
+          // Code look-ups fail closed: without a shared count, the code space could be walked.
+          throw new DomainError(
+            'unavailable',
+            'We cannot check request limits right now, so this was refused. Please try again in a moment.',
+            { retryAfterSeconds: 5 },
+          );
+        }
+        // Sends and uploads stay limited, by this process alone, so a Redis outage does not stop
+        // the conversation (each process keeps serving its own sockets).
+        exceeded = fallback.hit(keyOf[name](request), perMinute[name], 60_000);
       }
-      if (result.isAllowed || !result.isExceeded) return;
+      if (!exceeded) return;
+      const result = exceeded;
       await audit
         .record({
           source: 'chat',
@@ -82,3 +93,21 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
   },
   { name: 'rate-limits', dependencies: ['device'] },
 );
+
+/** A per-process fixed-window counter: the stand-in when the shared store cannot answer. */
+function createLocalWindow() {
+  const windows = new Map<string, { count: number; resetAt: number }>();
+  return {
+    hit(key: string, max: number, windowMs: number): { ttlInSeconds: number } | undefined {
+      const now = Date.now();
+      let window = windows.get(key);
+      if (!window || window.resetAt <= now) {
+        if (windows.size > 50_000) windows.clear();
+        window = { count: 0, resetAt: now + windowMs };
+        windows.set(key, window);
+      }
+      window.count += 1;
+      return window.count > max ? { ttlInSeconds: Math.ceil((window.resetAt - now) / 1000) } : undefined;
+    },
+  };
+}
