@@ -1,5 +1,4 @@
 import fastifyCookie from '@fastify/cookie';
-import fastifyFormbody from '@fastify/formbody';
 import fastifyStatic from '@fastify/static';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, {
@@ -13,6 +12,7 @@ import { projectPath } from '../paths.ts';
 import type { Resources } from '../resources.ts';
 import type { Services } from '../services.ts';
 import { errorHandlerPlugin } from '../web/errors.ts';
+import { formBodyPlugin } from '../web/form-body.ts';
 import { fmt } from '../web/format.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
@@ -35,7 +35,7 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   await app.register(securityHeadersPlugin);
   await app.register(httpMetricsPlugin, { metrics: services.metrics, listener: 'chat' });
   await app.register(fastifyCookie);
-  await app.register(fastifyFormbody, { bodyLimit: 64 * 1024 });
+  await app.register(formBodyPlugin, { bodyLimit: 64 * 1024 });
   await app.register(renderPlugin, {
     views: services.views,
     defaults: (request: FastifyRequest) => ({ theme: themeOf(request), fmt }),
