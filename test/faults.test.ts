@@ -191,7 +191,7 @@ describe('SIGTERM during a burst of sends', () => {
       }
       // A page that reconnects after the restart receives everything it has not seen.
       const socket = await openLive(baseUrl, code, guest, { after: 0 });
-      await socket.waitFor((frame) => seqsIn(socket.frames).length >= ids.length, 10_000);
+      await socket.waitFor(() => seqsIn(socket.frames).length >= ids.length, 10_000);
       assert.equal(new Set(seqsIn(socket.frames)).size, ids.length);
       socket.close();
     } finally {
