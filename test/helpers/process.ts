@@ -13,8 +13,17 @@ export type AppProcess = {
 };
 
 /** Runs src/main.ts as operators run it, with exactly the given environment (plus PATH/HOME). */
-export function startAppProcess(env: Record<string, string>): AppProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', projectPath('src', 'main.ts')], {
+export function startAppProcess(env: Record<string, string>, nodeArgs: string[] = []): AppProcess {
+  return startNodeProcess(projectPath('src', 'main.ts'), env, nodeArgs);
+}
+
+/** Runs a TypeScript entry point of this project in its own node process (through tsx). */
+export function startNodeProcess(
+  script: string,
+  env: Record<string, string>,
+  nodeArgs: string[] = [],
+): AppProcess {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script], {
     cwd: projectPath(),
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,0 +1,845 @@
+/**
+ * The benchmark (`npm run bench -- --help`). Starts a durable PostgreSQL, a redis-server, the app
+ * the production way (its own process, configured by env) and a bare WebSocket relay (the floor),
+ * then drives both from separate load-generator processes over loopback:
+ *
+ *   latency     open-loop messages at --rate: send → partner's socket p50/p99/p99.9, event-loop p99
+ *   throughput  a step search over rates: the highest whose p99 stays under --p99-limit
+ *   sockets     idle sockets of --socket-rooms rooms (both devices), RSS per socket
+ *   page        the room page with 50 messages (autocannon)
+ *   health      GET /health (autocannon)
+ *   upload      1 MB JPEG uploads (POST /rooms/{CODE}/attachments; "not available" while it is 404)
+ *
+ * Writes bench-results/bench-<time>.json and prints a table.
+ */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import { type BenchOptions, parseOptions, type Step } from './bench/options.ts';
+import type {
+  CannonResult,
+  ConnectResult,
+  MessageRunResult,
+  OpenRoomsResult,
+  ProbeResult,
+  SocketStats,
+} from './bench/protocol.ts';
+import { percentiles, type Row, ratio, round, row, table } from './bench/report.ts';
+import type { BenchRoom, Target } from './bench/rooms.ts';
+import {
+  appOpenSockets,
+  type CpuUse,
+  eventLoopP99,
+  fileDescriptors,
+  machineInfo,
+  measureCpu,
+  postgresPids,
+  redisPids,
+  rssOf,
+  type Service,
+  startApp,
+  startDurablePostgres,
+  startRedis,
+  startRelay,
+  Worker,
+} from './bench/stack.ts';
+
+const options = parseOptions(process.argv.slice(2));
+const startedAt = Date.now();
+const budgetEnd = startedAt + options.budget * 1000;
+const MB = 1024 * 1024;
+
+const log = (message: string) =>
+  process.stderr.write(`[bench ${((Date.now() - startedAt) / 1000).toFixed(1).padStart(6)} s] ${message}\n`);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const withinBudget = () => Date.now() < budgetEnd;
+
+type Targets = { app?: Service & { adminUrl: string }; relay?: Service };
+
+type MessageSummary = {
+  rate: number;
+  sent: number;
+  acked: number;
+  failed: Record<string, number>;
+  delivered: number;
+  lost: number;
+  ackedPerSecond: number;
+  delivery: ReturnType<typeof percentiles>;
+  ack: ReturnType<typeof percentiles>;
+  schedulerLagP99Ms: number;
+  eventLoopP99Ms: number | null;
+  cpuCores: CpuUse;
+  pass?: boolean;
+};
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'ccc-bench-'));
+  const stops: (() => Promise<unknown> | unknown)[] = [];
+  const report: Record<string, unknown> = {
+    benchmark: 'chittychattychat',
+    version: 1,
+    startedAt: new Date(startedAt).toISOString(),
+    options,
+    steps: {} as Record<string, unknown>,
+    notes: [] as string[],
+  };
+  const steps = report.steps as Record<string, unknown>;
+  const notes = report.notes as string[];
+  try {
+    log('starting PostgreSQL (fsync on, synchronous_commit on) and redis-server');
+    const database = await startDurablePostgres(dir);
+    stops.push(() => database.stop());
+    log(`PostgreSQL ${database.url}`);
+    const redis = await startRedis();
+    stops.push(() => redis.stop());
+    report.machine = await machineInfo(database);
+
+    const targets: Targets = {};
+    if (options.targets.includes('app')) {
+      log('starting the app (src/main.ts, its own process)');
+      const app = await startApp({
+        databaseUrl: database.url,
+        redisUrl: redis.url,
+        dataDir: path.join(dir, 'app'),
+        limits: { send: 100_000_000, join: 10_000_000, upload: 10_000_000 },
+        ...(options.cpuProf ? { cpuProfileDir: path.resolve(options.cpuProf) } : {}),
+        nodeArgs: options.appNodeArgs,
+      });
+      targets.app = app;
+      log(`app pid ${app.pid}: ${app.url} (admin ${app.adminUrl})`);
+      // SIGTERM: a graceful stop, so that --cpu-prof gets written.
+      stops.push(() => app.process.stop('SIGTERM'));
+    }
+    if (options.targets.includes('relay')) {
+      log('starting the bare relay');
+      const relay = await startRelay();
+      targets.relay = relay;
+      stops.push(() => relay.process.stop('SIGTERM'));
+    }
+    const workers = Array.from({ length: options.workers }, (_, index) => new Worker(index));
+    stops.push(() => {
+      for (const worker of workers) worker.stop();
+    });
+    const context: Context = {
+      options,
+      targets,
+      workers,
+      cpuGroups: {
+        app: async () => (targets.app ? [targets.app.pid] : []),
+        relay: async () => (targets.relay ? [targets.relay.pid] : []),
+        postgres: () => postgresPids(database.dataDir),
+        redis: () => redisPids(redis.port),
+        loadgen: async () => workers.map((worker) => worker.pid),
+      },
+    };
+
+    const want = (step: Step) => options.steps.includes(step);
+    if (want('latency') || want('throughput')) {
+      for (const target of options.targets) {
+        await messageSteps(context, target, steps, notes);
+      }
+    }
+    if (want('sockets')) steps.sockets = await perTarget(context, 'sockets', socketStep);
+    if (want('page')) steps.page = await perTarget(context, 'page', pageStep);
+    if (want('health')) steps.health = await perTarget(context, 'health', healthStep);
+    if (want('upload')) steps.upload = await perTarget(context, 'upload', uploadStep);
+  } finally {
+    log('stopping');
+    for (const stop of stops.reverse()) {
+      try {
+        await stop();
+      } catch (error) {
+        log(`while stopping: ${(error as Error).message}`);
+      }
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+  report.finishedAt = new Date().toISOString();
+  report.durationSeconds = round((Date.now() - startedAt) / 1000, 1);
+  const rows = summarize(report);
+  report.table = rows;
+  await mkdir(options.out, { recursive: true });
+  const file = path.join(
+    options.out,
+    `bench-${new Date(startedAt).toISOString().replace(/[:.]/g, '-')}.json`,
+  );
+  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`\n${table(rows)}\n\n`);
+  for (const note of notes) process.stdout.write(`- ${note}\n`);
+  process.stdout.write(`\nreport: ${file}\n`);
+}
+
+type Context = {
+  options: BenchOptions;
+  targets: Targets;
+  workers: Worker[];
+  cpuGroups: Parameters<typeof measureCpu>[0];
+};
+
+function urlOf(context: Context, target: Target): string {
+  const service = context.targets[target];
+  if (!service) throw new Error(`${target} is not running`);
+  return service.url;
+}
+
+/** Runs a step against each target; a failure or the budget ends that target's part, not the run. */
+async function perTarget(
+  context: Context,
+  name: string,
+  step: (context: Context, target: Target) => Promise<Record<string, unknown>>,
+): Promise<Record<string, unknown>> {
+  const results: Record<string, unknown> = {};
+  for (const target of context.options.targets) {
+    if (!withinBudget()) {
+      results[target] = { skipped: 'time budget used up' };
+      continue;
+    }
+    log(`${name}: ${target}`);
+    try {
+      results[target] = await step(context, target);
+    } catch (error) {
+      log(`${name} (${target}) failed: ${(error as Error).message}`);
+      results[target] = { error: (error as Error).message.split('\n')[0] };
+    }
+  }
+  return results;
+}
+
+/** Opens rooms through `workers[0]` (the app: the real HTTP flow) and returns them. */
+async function openRoomsVia(
+  context: Context,
+  worker: Worker,
+  target: Target,
+  count: number,
+  timeoutMs: number,
+): Promise<OpenRoomsResult> {
+  return worker.call<OpenRoomsResult>(
+    {
+      cmd: 'open-rooms',
+      target,
+      baseUrl: urlOf(context, target),
+      count,
+      concurrency: context.options.setupConcurrency,
+      timeoutMs,
+    },
+    timeoutMs + 15_000,
+  );
+}
+
+/** Splits rooms over the load generators; each connects both devices of its rooms. */
+async function connectRooms(
+  context: Context,
+  target: Target,
+  group: string,
+  perWorker: BenchRoom[][],
+  timeoutMs: number,
+): Promise<ConnectResult> {
+  const results = await Promise.all(
+    context.workers.map((worker, index) =>
+      worker.call<ConnectResult>(
+        {
+          cmd: 'connect',
+          group,
+          baseUrl: urlOf(context, target),
+          rooms: perWorker[index] ?? [],
+          concurrency: 64,
+          timeoutMs,
+        },
+        timeoutMs + 15_000,
+      ),
+    ),
+  );
+  return {
+    connected: results.reduce((sum, result) => sum + result.connected, 0),
+    failed: results.reduce((sum, result) => sum + result.failed, 0),
+    errors: results.flatMap((result) => result.errors).slice(0, 5),
+    ms: Math.max(...results.map((result) => result.ms)),
+  };
+}
+
+const deal = <T>(items: T[], hands: number): T[][] => {
+  const dealt: T[][] = Array.from({ length: hands }, () => []);
+  for (const [index, item] of items.entries()) dealt[index % hands]?.push(item);
+  return dealt;
+};
+
+async function runMessages(
+  context: Context,
+  target: Target,
+  rate: number,
+  seconds: number,
+): Promise<MessageSummary> {
+  const { workers, options } = context;
+  const service = context.targets[target];
+  const eldUrl =
+    target === 'app' ? (service as Service & { adminUrl: string }).adminUrl : urlOf(context, target);
+  await eventLoopP99(target, eldUrl); // resets the histogram
+  const cpu = await measureCpu(context.cpuGroups);
+  const durationMs = Math.round(seconds * 1000);
+  const results = await Promise.all(
+    workers.map((worker) =>
+      worker.call<MessageRunResult>(
+        {
+          cmd: 'messages',
+          group: `messages-${target}`,
+          baseUrl: urlOf(context, target),
+          rate: rate / workers.length,
+          durationMs,
+          connections: Math.max(1, Math.ceil(options.connections / workers.length)),
+          graceMs: 3_000,
+        },
+        durationMs + 30_000,
+      ),
+    ),
+  );
+  const cpuCores = await cpu();
+  const eventLoop = await eventLoopP99(target, eldUrl);
+  const failed: Record<string, number> = {};
+  for (const result of results) {
+    for (const [key, count] of Object.entries(result.failed)) failed[key] = (failed[key] ?? 0) + count;
+  }
+  const sum = (key: 'sent' | 'acked' | 'delivered' | 'lost' | 'ackedPerSecond') =>
+    results.reduce((total, result) => total + result[key], 0);
+  return {
+    rate,
+    sent: sum('sent'),
+    acked: sum('acked'),
+    failed,
+    delivered: sum('delivered'),
+    lost: sum('lost'),
+    ackedPerSecond: Math.round(sum('ackedPerSecond')),
+    delivery: percentiles(results.map((result) => result.delivery)),
+    ack: percentiles(results.map((result) => result.ack)),
+    schedulerLagP99Ms: percentiles(results.map((result) => result.schedulerLag)).p99Ms,
+    eventLoopP99Ms: round(eventLoop, 2),
+    cpuCores: Object.fromEntries(
+      Object.entries(cpuCores).map(([key, value]) => [key, round(value, 2)]),
+    ) as CpuUse,
+  };
+}
+
+function brief(summary: MessageSummary): string {
+  const failures = Object.values(summary.failed).reduce((a, b) => a + b, 0);
+  return (
+    `${summary.rate}/s: acked ${summary.ackedPerSecond}/s, p50 ${summary.delivery.p50Ms} ms, ` +
+    `p99 ${summary.delivery.p99Ms} ms, p99.9 ${summary.delivery.p999Ms} ms, failed ${failures}, lost ${summary.lost}, ` +
+    `event loop p99 ${summary.eventLoopP99Ms ?? '—'} ms, cpu ${JSON.stringify(summary.cpuCores)}`
+  );
+}
+
+/** Sets up the message rooms of one target, runs the latency and throughput steps, and lets the sockets go. */
+async function messageSteps(
+  context: Context,
+  target: Target,
+  steps: Record<string, unknown>,
+  notes: string[],
+): Promise<void> {
+  const { options, workers } = context;
+  steps.latency ??= {};
+  steps.throughput ??= {};
+  const latency = steps.latency as Record<string, unknown>;
+  const throughput = steps.throughput as Record<string, unknown>;
+  if (!withinBudget()) {
+    latency[target] = { skipped: 'time budget used up' };
+    throughput[target] = { skipped: 'time budget used up' };
+    return;
+  }
+  const group = `messages-${target}`;
+  try {
+    log(`messages (${target}): opening ${options.rooms} rooms and connecting both devices of each`);
+    const opened = await openRoomsVia(context, workers[0] as Worker, target, options.rooms, 120_000);
+    if (opened.rooms.length === 0) throw new Error(`no room could be opened: ${opened.errors.join('; ')}`);
+    const connected = await connectRooms(context, target, group, deal(opened.rooms, workers.length), 60_000);
+    if (connected.failed > 0) throw new Error(`sockets failed to connect: ${connected.errors.join('; ')}`);
+    await sleep(500);
+    if (options.warmup > 0 && withinBudget()) {
+      log(`messages (${target}): warming up at ${options.rate}/s for ${options.warmup} s (not measured)`);
+      await runMessages(context, target, options.rate, options.warmup);
+      await sleep(500);
+    }
+
+    if (options.steps.includes('latency')) {
+      if (withinBudget()) {
+        log(`latency (${target}): ${options.rate} messages/s for ${options.duration} s`);
+        const summary = await runMessages(context, target, options.rate, options.duration);
+        log(`latency (${target}): ${brief(summary)}`);
+        latency[target] = { rooms: opened.rooms.length, ...summary };
+      } else latency[target] = { skipped: 'time budget used up' };
+    }
+    if (options.steps.includes('throughput')) {
+      throughput[target] = await stepSearch(context, target);
+    }
+  } catch (error) {
+    log(`messages (${target}) failed: ${(error as Error).message}`);
+    notes.push(`messages (${target}) failed: ${(error as Error).message.split('\n')[0]}`);
+    if (options.steps.includes('latency'))
+      latency[target] ??= { error: (error as Error).message.split('\n')[0] };
+    if (options.steps.includes('throughput'))
+      throughput[target] ??= { error: (error as Error).message.split('\n')[0] };
+  } finally {
+    await Promise.all(
+      workers.map((worker) => worker.call({ cmd: 'disconnect', group }, 30_000).catch(() => undefined)),
+    );
+  }
+}
+
+/**
+ * Doubles the rate from --start-rate while p99 stays under the limit with every message
+ * acknowledged and delivered, then bisects --refine times between the last pass and the first fail.
+ */
+async function stepSearch(context: Context, target: Target): Promise<Record<string, unknown>> {
+  const { options } = context;
+  const tried: MessageSummary[] = [];
+  const attempt = async (rate: number) => {
+    log(`throughput (${target}): trying ${rate}/s for ${options.stepDuration} s`);
+    const summary = await runMessages(context, target, rate, options.stepDuration);
+    const failures = Object.values(summary.failed).reduce((a, b) => a + b, 0);
+    summary.pass = summary.delivery.p99Ms < options.p99LimitMs && failures === 0 && summary.lost === 0;
+    log(`throughput (${target}): ${summary.pass ? 'pass' : 'FAIL'} ${brief(summary)}`);
+    tried.push(summary);
+    await sleep(1_000); // let the queues drain before the next rate
+    return summary;
+  };
+  let best: MessageSummary | undefined;
+  let worst: MessageSummary | undefined;
+  for (let rate = options.startRate; rate <= options.maxRate && withinBudget(); rate *= 2) {
+    const summary = await attempt(rate);
+    if (!summary.pass) {
+      worst = summary;
+      break;
+    }
+    best = summary;
+  }
+  // Below the start rate, halve until something passes.
+  for (
+    let rate = Math.floor(options.startRate / 2);
+    !best && rate >= options.startRate / 16 && withinBudget();
+    rate = Math.floor(rate / 2)
+  ) {
+    const summary = await attempt(rate);
+    if (summary.pass) best = summary;
+    else worst = summary;
+  }
+  for (let round = 0; round < options.refine && best && worst && withinBudget(); round++) {
+    const step = Math.max(50, 10 ** Math.floor(Math.log10(Math.max(1, worst.rate - best.rate))) / 2);
+    const middle = Math.round((best.rate + worst.rate) / 2 / step) * step;
+    if (middle <= best.rate || middle >= worst.rate) break;
+    const summary = await attempt(middle);
+    if (summary.pass) best = summary;
+    else worst = summary;
+  }
+  return {
+    p99LimitMs: options.p99LimitMs,
+    stepSeconds: options.stepDuration,
+    bestRate: best?.rate ?? null,
+    durableMessagesPerSecond: best?.ackedPerSecond ?? null,
+    best: best ?? null,
+    firstFailingRate: worst?.rate ?? null,
+    tried,
+  };
+}
+
+async function socketStep(context: Context, target: Target): Promise<Record<string, unknown>> {
+  const { options, workers } = context;
+  const service = context.targets[target] as Service;
+  // One process can hold only as many sockets as its open-file limit allows.
+  const fds = await fileDescriptors(service.pid);
+  const workerFds = await Promise.all(workers.map((worker) => fileDescriptors(worker.pid)));
+  const serverRooms = Math.floor((fds.limit - fds.open - 100) / 2);
+  const clientRooms = workerFds.reduce(
+    (sum, item) => sum + Math.floor((item.limit - item.open - 100) / 2),
+    0,
+  );
+  const rooms = Math.max(0, Math.min(options.socketRooms, serverRooms, clientRooms));
+  const cappedBy =
+    rooms < options.socketRooms
+      ? `open-file limit (RLIMIT_NOFILE ${fds.limit} for the ${target} process, ${workerFds[0]?.limit} per load generator; it cannot be raised here)`
+      : null;
+  if (cappedBy)
+    log(`sockets (${target}): ${options.socketRooms} rooms asked, ${rooms} possible: ${cappedBy}`);
+
+  const setupMs = Math.max(60_000, rooms * 40);
+  const started = Date.now();
+  const opened = await Promise.all(
+    deal(
+      Array.from({ length: rooms }, (_, index) => index),
+      workers.length,
+    ).map((share, index) => openRoomsVia(context, workers[index] as Worker, target, share.length, setupMs)),
+  );
+  const openMs = Date.now() - started;
+  const openedRooms = opened.reduce((sum, item) => sum + item.rooms.length, 0);
+  log(`sockets (${target}): ${openedRooms} rooms opened in ${(openMs / 1000).toFixed(1)} s`);
+  await sleep(1_000);
+  const rssBefore = await rssOf(service.pid);
+  const group = `idle-${target}`;
+  try {
+    const connected = await connectRooms(
+      context,
+      target,
+      group,
+      opened.map((item) => item.rooms),
+      Math.max(60_000, rooms * 10),
+    );
+    log(
+      `sockets (${target}): ${connected.connected} connected in ${(connected.ms / 1000).toFixed(1)} s (${connected.failed} failed)`,
+    );
+    const holdStarted = Date.now();
+    await sleep(options.hold * 1000);
+    const stats = await Promise.all(
+      workers.map((worker) => worker.call<SocketStats>({ cmd: 'socket-stats', group }, 10_000)),
+    );
+    const open = stats.reduce((sum, item) => sum + item.open, 0);
+    const pings = stats.reduce((sum, item) => sum + item.pings, 0);
+    const rssAfter = await rssOf(service.pid);
+    const counted =
+      target === 'app' ? await appOpenSockets((service as Service & { adminUrl: string }).adminUrl) : null;
+    return {
+      roomsAsked: options.socketRooms,
+      rooms: openedRooms,
+      roomSetupSeconds: round(openMs / 1000, 1),
+      roomsPerSecond: round(openedRooms / (openMs / 1000), 0),
+      roomSetupErrors: opened.flatMap((item) => item.errors).slice(0, 5),
+      cappedBy,
+      connected: connected.connected,
+      connectFailed: connected.failed,
+      connectSeconds: round(connected.ms / 1000, 1),
+      heldSeconds: round((Date.now() - holdStarted) / 1000, 1),
+      openAfterHold: open,
+      appCountsOpen: counted,
+      pingsReceived: pings,
+      rssBeforeMB: round(rssBefore / MB, 1),
+      rssAfterMB: round(rssAfter / MB, 1),
+      rssPerSocketKB: open > 0 ? round((rssAfter - rssBefore) / open / 1024, 2) : null,
+    };
+  } finally {
+    await Promise.all(
+      workers.map((worker) => worker.call({ cmd: 'disconnect', group }, 120_000).catch(() => undefined)),
+    );
+    await sleep(1_000);
+  }
+}
+
+function cannonSummary(result: CannonResult): Record<string, unknown> {
+  return {
+    requestsPerSecond: Math.round(result.requestsPerSecond),
+    p50Ms: result.p50Ms,
+    p99Ms: result.p99Ms,
+    maxMs: result.maxMs,
+    ok: result.ok,
+    failed: result.non2xx + result.errors + result.timeouts,
+    seconds: result.durationS,
+  };
+}
+
+async function cannon(
+  context: Context,
+  url: string,
+  connections: number,
+  extra: { method?: string; headers?: Record<string, string>; body?: Buffer } = {},
+): Promise<{ result: CannonResult; cpu: CpuUse }> {
+  const cpu = await measureCpu(context.cpuGroups);
+  const result = await (context.workers[0] as Worker).call<CannonResult>(
+    {
+      cmd: 'cannon',
+      url,
+      connections,
+      durationS: context.options.cannonDuration,
+      ...(extra.method ? { method: extra.method } : {}),
+      ...(extra.headers ? { headers: extra.headers } : {}),
+      ...(extra.body ? { bodyBase64: extra.body.toString('base64') } : {}),
+    },
+    context.options.cannonDuration * 1000 + 30_000,
+  );
+  const use = await cpu();
+  return {
+    result,
+    cpu: Object.fromEntries(Object.entries(use).map(([key, value]) => [key, round(value, 2)])) as CpuUse,
+  };
+}
+
+/** One room of the target, opened through the real flow (app) or made up (relay). */
+async function oneRoom(context: Context, target: Target): Promise<BenchRoom> {
+  const opened = await openRoomsVia(context, context.workers[0] as Worker, target, 1, 30_000);
+  const room = opened.rooms[0];
+  if (!room) throw new Error(`could not open a room: ${opened.errors.join('; ')}`);
+  return room;
+}
+
+const PAGE_MESSAGES = 50;
+
+async function pageStep(context: Context, target: Target): Promise<Record<string, unknown>> {
+  const worker = context.workers[0] as Worker;
+  const baseUrl = urlOf(context, target);
+  const room = await oneRoom(context, target);
+  if (target === 'app') {
+    await worker.call({ cmd: 'fill-room', baseUrl, room, count: PAGE_MESSAGES }, 60_000);
+  }
+  const page = await worker.call<ProbeResult>(
+    { cmd: 'probe', baseUrl, method: 'GET', path: `/rooms/${room.code}`, headers: { cookie: room.host } },
+    30_000,
+  );
+  if (page.status !== 200) throw new Error(`the room page answered ${page.status}`);
+  const messagesOnPage = (page.body.match(/<li id="msg-/g) ?? []).length;
+  const { result, cpu } = await cannon(
+    context,
+    `${baseUrl}/rooms/${room.code}`,
+    context.options.pageConnections,
+    {
+      headers: { cookie: room.host },
+    },
+  );
+  return {
+    messagesOnPage,
+    pageBytes: page.bytes,
+    connections: context.options.pageConnections,
+    ...cannonSummary(result),
+    cpuCores: cpu,
+  };
+}
+
+async function healthStep(context: Context, target: Target): Promise<Record<string, unknown>> {
+  const { result, cpu } = await cannon(
+    context,
+    `${urlOf(context, target)}/health`,
+    context.options.healthConnections,
+  );
+  return { connections: context.options.healthConnections, ...cannonSummary(result), cpuCores: cpu };
+}
+
+let jpeg: Buffer | undefined;
+
+/** A noisy JPEG of about 1 MB (noise keeps the encoder from making it small). */
+async function oneMegabyteJpeg(): Promise<Buffer> {
+  if (jpeg) return jpeg;
+  let side = 1000;
+  let image = Buffer.alloc(0);
+  for (let attempt = 0; attempt < 6; attempt++) {
+    image = await sharp({
+      create: {
+        width: side,
+        height: side,
+        channels: 3,
+        background: '#808080',
+        noise: { type: 'gaussian', mean: 128, sigma: 40 },
+      },
+    })
+      .jpeg({ quality: 85 })
+      .toBuffer();
+    if (Math.abs(image.length - MB) < MB / 20) break;
+    side = Math.round(side * Math.sqrt(MB / image.length));
+  }
+  jpeg = image;
+  return image;
+}
+
+function multipart(file: Buffer): { body: Buffer; contentType: string } {
+  const boundary = `----ccc-bench-${Date.now().toString(16)}`;
+  const head = Buffer.from(
+    `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n`,
+  );
+  const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+  return {
+    body: Buffer.concat([head, file, tail]),
+    contentType: `multipart/form-data; boundary=${boundary}`,
+  };
+}
+
+async function uploadStep(context: Context, target: Target): Promise<Record<string, unknown>> {
+  const worker = context.workers[0] as Worker;
+  const baseUrl = urlOf(context, target);
+  const image = await oneMegabyteJpeg();
+  const { body, contentType } = multipart(image);
+  const room = await oneRoom(context, target);
+  const path = `/rooms/${room.code}/attachments`;
+  const headers = { cookie: room.host, 'content-type': contentType, 'hx-request': 'true' };
+  const probe = await worker.call<ProbeResult>(
+    { cmd: 'probe', baseUrl, method: 'POST', path, headers, bodyBase64: body.toString('base64') },
+    60_000,
+  );
+  if (probe.status === 404) {
+    return {
+      available: false,
+      reason: `POST ${'/rooms/{CODE}/attachments'} answered 404 (the route is not merged yet)`,
+      imageBytes: image.length,
+    };
+  }
+  if (probe.status >= 400) {
+    return {
+      available: false,
+      reason: `POST /rooms/{CODE}/attachments answered ${probe.status}`,
+      imageBytes: image.length,
+    };
+  }
+  const { result, cpu } = await cannon(context, `${baseUrl}${path}`, context.options.uploadConnections, {
+    method: 'POST',
+    headers,
+    body,
+  });
+  return {
+    available: true,
+    imageBytes: image.length,
+    connections: context.options.uploadConnections,
+    uploadsPerSecond: round(result.requestsPerSecond, 1),
+    ...cannonSummary(result),
+    cpuCores: cpu,
+  };
+}
+
+type Figures = Record<string, Record<string, unknown> | undefined>;
+
+/** The table (and the `targets` verdicts) from the step results. */
+function summarize(report: Record<string, unknown>): Row[] {
+  const steps = report.steps as Record<string, Figures>;
+  const get = (step: string, target: Target): Record<string, unknown> | undefined => steps[step]?.[target];
+  const num = (value: unknown): number | null => (typeof value === 'number' ? value : null);
+  const rows: Row[] = [];
+  const verdicts: Record<string, unknown>[] = [];
+  const verdict = (name: string, target: string, measured: unknown, met: boolean | null) => {
+    verdicts.push({ name, target, measured, met });
+    return met;
+  };
+
+  const appBest = get('throughput', 'app');
+  const relayBest = get('throughput', 'relay');
+  if (appBest || relayBest) {
+    const appRate = num(appBest?.durableMessagesPerSecond);
+    const appP99 = num((appBest?.best as MessageSummary | null)?.delivery.p99Ms);
+    rows.push(
+      row(
+        `messages/s, p99 < ${(appBest?.p99LimitMs as number) ?? 50} ms (acked after commit)`,
+        appRate,
+        num(relayBest?.durableMessagesPerSecond),
+        '≥ 5,000',
+        verdict(
+          'durable messages/s with p99 < 50 ms',
+          '≥ 5000',
+          appRate,
+          appRate !== null && appRate >= 5000,
+        ),
+      ),
+      row('  p99 at that rate, ms', appP99, num((relayBest?.best as MessageSummary | null)?.delivery.p99Ms)),
+      row(
+        '  event-loop p99 at that rate, ms',
+        num((appBest?.best as MessageSummary | null)?.eventLoopP99Ms),
+        num((relayBest?.best as MessageSummary | null)?.eventLoopP99Ms),
+      ),
+    );
+  }
+  const appLatency = get('latency', 'app') as (MessageSummary & Record<string, unknown>) | undefined;
+  const relayLatency = get('latency', 'relay') as (MessageSummary & Record<string, unknown>) | undefined;
+  if (appLatency || relayLatency) {
+    const rate = appLatency?.rate ?? relayLatency?.rate;
+    const p99 = num(appLatency?.delivery?.p99Ms);
+    rows.push(
+      row(`p50 at ${rate}/s, ms`, num(appLatency?.delivery?.p50Ms), num(relayLatency?.delivery?.p50Ms)),
+      row(
+        `p99 at ${rate}/s, ms`,
+        p99,
+        num(relayLatency?.delivery?.p99Ms),
+        '< 15',
+        verdict(`p99 at ${rate} messages/s`, '< 15 ms', p99, p99 !== null && p99 < 15),
+      ),
+      row(`p99.9 at ${rate}/s, ms`, num(appLatency?.delivery?.p999Ms), num(relayLatency?.delivery?.p999Ms)),
+      row(
+        `event-loop p99 at ${rate}/s, ms`,
+        num(appLatency?.eventLoopP99Ms),
+        num(relayLatency?.eventLoopP99Ms),
+      ),
+    );
+  }
+  const appSockets = get('sockets', 'app');
+  const relaySockets = get('sockets', 'relay');
+  if (appSockets || relaySockets) {
+    const open = num(appSockets?.openAfterHold);
+    const rss = num(appSockets?.rssAfterMB);
+    rows.push(
+      row(
+        'idle sockets held',
+        open,
+        num(relaySockets?.openAfterHold),
+        '20,000',
+        verdict('open sockets in one process', '20000', open, open !== null && open >= 20_000),
+      ),
+      row(
+        '  RSS with them, MB',
+        rss,
+        num(relaySockets?.rssAfterMB),
+        '≤ 500',
+        verdict('RSS with the sockets', '≤ 500 MB', rss, rss !== null && rss <= 500),
+      ),
+      row('  RSS per socket, KB', num(appSockets?.rssPerSocketKB), num(relaySockets?.rssPerSocketKB)),
+    );
+  }
+  const appPage = get('page', 'app');
+  const relayPage = get('page', 'relay');
+  if (appPage || relayPage) {
+    const rps = num(appPage?.requestsPerSecond);
+    const p99 = num(appPage?.p99Ms);
+    rows.push(
+      row(
+        'room page (50 messages), requests/s',
+        rps,
+        num(relayPage?.requestsPerSecond),
+        '≥ 2,000',
+        verdict('room page requests/s', '≥ 2000', rps, rps !== null && rps >= 2000),
+      ),
+      row(
+        '  p99, ms',
+        p99,
+        num(relayPage?.p99Ms),
+        '< 50',
+        verdict('room page p99', '< 50 ms', p99, p99 !== null && p99 < 50),
+      ),
+    );
+  }
+  const appHealth = get('health', 'app');
+  const relayHealth = get('health', 'relay');
+  if (appHealth || relayHealth) {
+    const rps = num(appHealth?.requestsPerSecond);
+    rows.push(
+      row(
+        '/health requests/s',
+        rps,
+        num(relayHealth?.requestsPerSecond),
+        '≥ 15,000',
+        verdict('/health requests/s', '≥ 15000', rps, rps !== null && rps >= 15_000),
+      ),
+    );
+  }
+  const appUpload = get('upload', 'app');
+  const relayUpload = get('upload', 'relay');
+  if (appUpload || relayUpload) {
+    rows.push(
+      row(
+        '1 MB image uploads/s',
+        appUpload?.available === false ? 'not available' : num(appUpload?.uploadsPerSecond),
+        num(relayUpload?.uploadsPerSecond),
+      ),
+    );
+  }
+  report.targets = verdicts;
+  report.ratios = {
+    durableMessagesPerSecond: ratio(
+      num(appBest?.durableMessagesPerSecond),
+      num(relayBest?.durableMessagesPerSecond),
+    ),
+    latencyP50: ratio(num(appLatency?.delivery?.p50Ms), num(relayLatency?.delivery?.p50Ms)),
+    latencyP99: ratio(num(appLatency?.delivery?.p99Ms), num(relayLatency?.delivery?.p99Ms)),
+    latencyP999: ratio(num(appLatency?.delivery?.p999Ms), num(relayLatency?.delivery?.p999Ms)),
+    eventLoopP99: ratio(num(appLatency?.eventLoopP99Ms), num(relayLatency?.eventLoopP99Ms)),
+    rssPerSocket: ratio(num(appSockets?.rssPerSocketKB), num(relaySockets?.rssPerSocketKB)),
+    pageRequestsPerSecond: ratio(num(appPage?.requestsPerSecond), num(relayPage?.requestsPerSecond)),
+    healthRequestsPerSecond: ratio(num(appHealth?.requestsPerSecond), num(relayHealth?.requestsPerSecond)),
+    uploadsPerSecond: ratio(num(appUpload?.uploadsPerSecond), num(relayUpload?.uploadsPerSecond)),
+  };
+  return rows;
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(`bench failed: ${(error as Error)?.stack ?? String(error)}\n`);
+    process.exit(1);
+  },
+);
