@@ -59,6 +59,7 @@ export async function createServices(resources: Resources, options: ServiceOptio
   );
   // Sockets of a room that ended (here or, through the bus, anywhere) hear it and close.
   rooms.onRoomsEnded((ended) => hub.publishEnded(ended.map((room) => room.id)));
+  hub.onRemoteEnded((roomIds) => rooms.forgetAccess(roomIds));
   const metrics = createMetrics(db, hub);
   const archiveDeps = {
     db,

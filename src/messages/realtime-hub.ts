@@ -40,6 +40,8 @@ type WireEvent =
   | { t: 'typing'; o: string; r: string; sl: 1 | 2; on: boolean }
   | { t: 'hello'; o: string; r: string }
   | { t: 'ended'; o: string; r: string }
+  /** On the hub channel, heard by every process: forget what is cached about these rooms. */
+  | { t: 'rooms-ended'; o: string; rs: string[] }
   | { t: 'alive'; o: string };
 
 /** What the hub knows about one open socket. */
@@ -113,6 +115,7 @@ export class RealtimeHub {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly options: Required<HubOptions>;
   private closing = false;
+  private readonly remoteEndedListeners: ((roomIds: string[]) => void)[] = [];
   private hubUnsubscribe: Promise<() => Promise<void>> | undefined;
 
   constructor(
@@ -194,6 +197,11 @@ export class RealtimeHub {
     for (const event of held.sort((a, b) => a.seq - b.seq)) this.deliverTo(connection, event, new Map());
   }
 
+  /** Called when rooms ended in another process (every process hears it, sockets or not). */
+  onRemoteEnded(listener: (roomIds: string[]) => void): void {
+    this.remoteEndedListeners.push(listener);
+  }
+
   /** Delivers a committed message here and publishes it to the other processes. */
   publishMessage(event: MessageEvent): void {
     this.clearTyping(event.roomId, event.slot);
@@ -219,6 +227,7 @@ export class RealtimeHub {
       this.endLocally(roomId);
       this.publish(roomChannel(roomId), { t: 'ended', o: this.processId, r: roomId });
     }
+    if (roomIds.length > 0) this.publish(HUB_CHANNEL, { t: 'rooms-ended', o: this.processId, rs: roomIds });
   }
 
   /** Closes every socket (code 1012: htmx reconnects, to this or another process). */
@@ -492,6 +501,9 @@ export class RealtimeHub {
         break;
       case 'ended':
         this.endLocally(event.r);
+        break;
+      case 'rooms-ended':
+        for (const listener of this.remoteEndedListeners) listener(event.rs);
         break;
       case 'alive':
         break;

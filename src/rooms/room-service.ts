@@ -106,6 +106,9 @@ export const ended = () =>
 const CODE_ATTEMPTS = 20;
 /** Last-seen is written at most this often per participant. */
 const TOUCH_INTERVAL_MS = 60_000;
+/** How long a locked room's access is reused by `cachedAccess` without asking the database. */
+const ACCESS_CACHE_MS = 5_000;
+const ACCESS_CACHE_LIMIT = 50_000;
 
 /**
  * The room lifecycle: create (pending, host bound), activate (timer starts), join (guest bound,
@@ -115,6 +118,8 @@ const TOUCH_INTERVAL_MS = 60_000;
 export class RoomService {
   private readonly endedListeners: ((rooms: EndedRoom[]) => void)[] = [];
   private readonly lastTouch = new Map<string, number>();
+  /** Access of devices to locked, active rooms, by code + device hash (see `cachedAccess`). */
+  private readonly accessCache = new Map<string, { access: RoomAccess; until: number }>();
 
   constructor(
     private readonly db: DatabasePool,
@@ -330,6 +335,48 @@ export class RoomService {
     return { room, me: toParticipant(me), partner: partner ? toParticipant(partner) : null };
   }
 
+  /**
+   * `access` for the hot paths (sending, the room page, history), reusing the answer for a few
+   * seconds once the room is active and locked to its two devices: from then on nothing in it
+   * changes but its end (and its last seq, which the cached copy does not follow: callers must not
+   * rely on `room.lastSeq`). The cache is dropped when the room ends in this process or, through
+   * the bus, in another (`forgetAccess`); its expiry time is checked on every use. Should an end
+   * still go unheard, the message writer checks the room's status in the same transaction that
+   * stores a message, so nothing is ever written to a room that is over.
+   */
+  async cachedAccess(codeInput: unknown, device: Device | undefined, actor?: Actor): Promise<RoomAccess> {
+    if (!device) return this.access(codeInput, device, actor);
+    const key = `${normalizeCode(codeInput)}:${device.hashHex}`;
+    const now = this.clock.now().getTime();
+    const hit = this.accessCache.get(key);
+    if (hit && hit.until > now) {
+      if (this.isOver(hit.access.room, now)) {
+        this.accessCache.delete(key);
+        throw ended();
+      }
+      if (actor) this.touch(hit.access.me.id, actor);
+      return hit.access;
+    }
+    const access = await this.access(codeInput, device, actor);
+    if (access.room.status === 'active' && access.partner) {
+      if (this.accessCache.size >= ACCESS_CACHE_LIMIT) {
+        // Maps iterate in insertion order: drop the oldest entry.
+        const oldest = this.accessCache.keys().next().value;
+        if (oldest !== undefined) this.accessCache.delete(oldest);
+      }
+      this.accessCache.set(key, { access, until: now + ACCESS_CACHE_MS });
+    }
+    return access;
+  }
+
+  /** Drops cached access to these rooms (they ended, here or in another process). */
+  forgetAccess(roomIds: string[]): void {
+    const ids = new Set(roomIds);
+    for (const [key, entry] of this.accessCache) {
+      if (ids.has(entry.access.room.id)) this.accessCache.delete(key);
+    }
+  }
+
   /** A participant ends the chat for both, now. */
   async end(codeInput: unknown, device: Device | undefined, actor: Actor): Promise<Room> {
     const { room, me } = await this.access(codeInput, device);
@@ -392,6 +439,7 @@ export class RoomService {
   }
 
   private notifyEnded(rooms: EndedRoom[]): void {
+    this.forgetAccess(rooms.map((room) => room.id));
     for (const listener of this.endedListeners) listener(rooms);
   }
 

@@ -17,7 +17,7 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
     '/rooms/:code/messages',
     async (request, reply) => {
       await app.checkLimit('send', request);
-      const access = await rooms.access(request.params.code, request.device, request.actor);
+      const access = await rooms.cachedAccess(request.params.code, request.device, request.actor);
       const message = await messages.send(
         access,
         { body: request.body?.body, clientMsgId: request.body?.client_msg_id },
@@ -39,7 +39,7 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
   app.get<CodeParams & { Querystring: { after?: string } }>(
     '/rooms/:code/messages',
     async (request, reply) => {
-      const access = await rooms.access(request.params.code, request.device, request.actor);
+      const access = await rooms.cachedAccess(request.params.code, request.device, request.actor);
       const after = Number.parseInt(request.query.after ?? '0', 10);
       const afterSeq = Number.isFinite(after) && after > 0 ? after : 0;
       const fragment = wantsFragment(request);
@@ -66,7 +66,7 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
   );
 
   app.get<CodeParams>('/rooms/:code/transcript.txt', async (request, reply) => {
-    const access = await rooms.access(request.params.code, request.device, request.actor);
+    const access = await rooms.cachedAccess(request.params.code, request.device, request.actor);
     const list = await messages.history(access.room.id);
     const lines = list.map((message) => {
       const when = new Date(message.createdAt).toISOString().replace('T', ' ').slice(0, 19);

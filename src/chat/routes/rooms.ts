@@ -38,7 +38,8 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
   });
 
   app.get<CodeParams>('/rooms/:code', async (request, reply) => {
-    const access = await rooms.access(request.params.code, request.device, request.actor);
+    // Cached access: room.lastSeq may lag, so the page's last seq is also taken from its history.
+    const access = await rooms.cachedAccess(request.params.code, request.device, request.actor);
     const { room, me, partner } = access;
     if (room.status === 'pending') {
       return reply.render({ page: 'chat/room-pending' }, pendingPage(request, access));
