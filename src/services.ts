@@ -58,8 +58,15 @@ export async function createServices(resources: Resources, options: ServiceOptio
     { maxMessageChars: config.maxMessageChars },
   );
   // Sockets of a room that ended (here or, through the bus, anywhere) hear it and close.
-  rooms.onRoomsEnded((ended) => hub.publishEnded(ended.map((room) => room.id)));
-  hub.onRemoteEnded((roomIds) => rooms.forgetAccess(roomIds));
+  rooms.onRoomsEnded((ended) => {
+    const roomIds = ended.map((room) => room.id);
+    messages.forgetRecent(roomIds);
+    hub.publishEnded(roomIds);
+  });
+  hub.onRemoteEnded((roomIds) => {
+    rooms.forgetAccess(roomIds);
+    messages.forgetRecent(roomIds);
+  });
   const metrics = createMetrics(db, hub);
   const archiveDeps = {
     db,

@@ -1,8 +1,9 @@
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import type { Actor } from '../audit/audit-log.ts';
 import type { RoomKeys } from '../crypto/room-keys.ts';
 import { DomainError } from '../domain-error.ts';
-import type { DatabasePool } from '../infra/db.ts';
+import { type DatabasePool, sql } from '../infra/db.ts';
 import type { RoomAccess } from '../rooms/room-service.ts';
 import type { MessageWriter, PendingMessage, WrittenMessage } from './message-writer.ts';
 import type { MessageEvent, RealtimeHub } from './realtime-hub.ts';
@@ -24,6 +25,14 @@ export function cleanMessageText(input: string): string {
 
 export type SentMessage = TranscriptEntry & { duplicate: boolean };
 
+/** Opened messages kept for room pages, across all rooms (oldest-used rooms go first). */
+const RECENT_CACHE_ENTRIES = 20_000;
+
+/** A room's newest messages; every message up to `checkedSeq` that belongs here is in `entries`. */
+type Recent = { entries: TranscriptEntry[]; upToSeq: number; checkedSeq: number; limit: number };
+
+const lastSeqRow = z.object({ last_seq: z.number() });
+
 /**
  * Sending and reading messages. A send is validated, written by the group-commit writer (and so
  * acknowledged only after commit), then delivered live by the hub.
@@ -31,6 +40,9 @@ export type SentMessage = TranscriptEntry & { duplicate: boolean };
 export class MessageService {
   /** Sends in flight by (participant, client_msg_id): a double submit waits for the first. */
   private readonly inFlight = new Map<string, Promise<SentMessage>>();
+  /** Room id -> its newest messages, opened (see `recent`). */
+  private readonly recentCache = new Map<string, Recent>();
+  private recentCacheSize = 0;
 
   constructor(
     private readonly deps: {
@@ -117,6 +129,69 @@ export class MessageService {
 
   history(roomId: string, query: TranscriptQuery = {}): Promise<TranscriptEntry[]> {
     return loadTranscript(this.deps, roomId, query);
+  }
+
+  /**
+   * The newest `limit` messages of a live room, oldest first: what the room page shows. Reading
+   * and opening them on every page load cost most of a page's CPU (row validation, one AES-GCM
+   * open per message, and PostgreSQL planning a three-table join), so the opened entries are kept
+   * per room, and a load first reads only the room's `last_seq`: unchanged, nothing was committed
+   * since; otherwise it reads just what came after the newest message it has. That is exact: a
+   * live room's messages never change once committed, and they commit in seq order together with
+   * `last_seq` (the writer holds the room's row lock from reserving seqs until commit), so no
+   * message can appear at or below a seq already seen. The cache is bounded, and a room's entries
+   * are dropped when it ends (`forgetRecent`).
+   */
+  async recent(roomId: string, limit: number): Promise<TranscriptEntry[]> {
+    const lastSeq = await this.deps.db.oneFirst(sql.type(lastSeqRow)`
+      SELECT last_seq FROM rooms WHERE id = ${roomId}`);
+    const cached = this.recentCache.get(roomId);
+    let recent: Recent;
+    if (cached && cached.limit === limit && cached.checkedSeq === lastSeq) {
+      recent = cached;
+    } else {
+      const newer =
+        cached && cached.limit === limit
+          ? await loadTranscript(this.deps, roomId, { afterSeq: cached.upToSeq, limit })
+          : undefined;
+      if (!cached || !newer || newer.length >= limit) {
+        // Nothing kept, or so much new that the kept part would not be shown at all: read it all.
+        const entries = await loadTranscript(this.deps, roomId, { limit, newestFirst: true });
+        const upToSeq = entries.at(-1)?.seq ?? 0;
+        recent = { entries, upToSeq, checkedSeq: Math.max(lastSeq, upToSeq), limit };
+      } else {
+        // Every message after `upToSeq` is in `newer`, so this is the whole newest part, in order.
+        const entries = newer.length === 0 ? cached.entries : [...cached.entries, ...newer].slice(-limit);
+        const upToSeq = newer.at(-1)?.seq ?? cached.upToSeq;
+        recent = { entries, upToSeq, checkedSeq: Math.max(lastSeq, upToSeq), limit };
+      }
+    }
+    // Concurrent loads of a room each answer from their own reading; the newest one is kept.
+    const kept = this.recentCache.get(roomId);
+    if (!kept || kept.checkedSeq <= recent.checkedSeq) this.remember(roomId, recent);
+    return recent.entries;
+  }
+
+  /** Drops the kept messages of rooms that ended. */
+  forgetRecent(roomIds: string[]): void {
+    for (const roomId of roomIds) {
+      const cached = this.recentCache.get(roomId);
+      if (!cached) continue;
+      this.recentCache.delete(roomId);
+      this.recentCacheSize -= cached.entries.length;
+    }
+  }
+
+  private remember(roomId: string, recent: Recent): void {
+    this.forgetRecent([roomId]);
+    // Re-inserted last: the Map's order is the order of use.
+    this.recentCache.set(roomId, recent);
+    this.recentCacheSize += recent.entries.length;
+    for (const [oldest, entry] of this.recentCache) {
+      if (this.recentCacheSize <= RECENT_CACHE_ENTRIES || oldest === roomId) break;
+      this.recentCache.delete(oldest);
+      this.recentCacheSize -= entry.entries.length;
+    }
   }
 
   private validate(body: unknown): string {

@@ -25,7 +25,21 @@ declare module 'fastify' {
 
 /** One Eta instance per process: it renders pages, htmx fragments and WebSocket pushes alike. */
 export function createViews(): Eta {
-  return new Eta({ views: projectPath('views'), cache: true, autoEscape: true });
+  const eta = new Eta({ views: projectPath('views'), cache: true, autoEscape: true });
+  // Eta resolves an include's path on every call (JSON key, path joins); a page of 50 messages
+  // includes the message partial 50 times. Paths never change while the process runs.
+  const resolvePath = eta.resolvePath.bind(eta);
+  const resolved = new Map<string, string>();
+  eta.resolvePath = (template, options) => {
+    const key = `${options?.filepath ?? ''}\0${template}`;
+    let path = resolved.get(key);
+    if (path === undefined) {
+      path = resolvePath(template, options);
+      resolved.set(key, path);
+    }
+    return path;
+  };
+  return eta;
 }
 
 /** True when htmx asks for a fragment: HX-Request set and the request is not a full-page one. */

@@ -44,10 +44,7 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
     if (room.status === 'pending') {
       return reply.render({ page: 'chat/room-pending' }, pendingPage(request, access));
     }
-    const history = await services.messages.history(room.id, {
-      limit: PAGE_HISTORY_LIMIT,
-      newestFirst: true,
-    });
+    const history = await services.messages.recent(room.id, PAGE_HISTORY_LIMIT);
     return reply.render(
       { page: 'chat/room' },
       {
