@@ -67,7 +67,12 @@ export async function openResources(
     closers.push(() => bus.close());
     let redis: Redis | undefined;
     if (config.redisUrl) {
-      const client = new Redis(config.redisUrl, { ...redisClientOptions, connectionName: 'ccc-cmd' });
+      // Rate-limit checks of requests arriving together go out in one write (auto-pipelining).
+      const client = new Redis(config.redisUrl, {
+        ...redisClientOptions,
+        enableAutoPipelining: true,
+        connectionName: 'ccc-cmd',
+      });
       client.on('error', (error: Error) => logger.warn({ err: { message: error.message } }, 'redis error'));
       await client.connect();
       closers.push(async () => {

@@ -54,7 +54,12 @@ export const redisClientOptions: RedisOptions = {
 };
 
 export async function createRedisBus(url: string, logger?: Logger): Promise<Bus> {
-  const publisher = new Redis(url, { ...redisClientOptions, connectionName: 'ccc-pub' });
+  // Publishes made in the same tick (one per committed message) go out in one write.
+  const publisher = new Redis(url, {
+    ...redisClientOptions,
+    enableAutoPipelining: true,
+    connectionName: 'ccc-pub',
+  });
   // The subscriber may queue its (re)subscribe commands while reconnecting: they are bounded by
   // the number of rooms with local sockets.
   const subscriber = new Redis(url, {

@@ -112,17 +112,20 @@ export class MessageService {
       duplicate: written.duplicate,
     };
     if (!written.duplicate) {
-      this.deps.hub.publishMessage({
-        roomId: access.room.id,
-        seq: written.seq,
-        kind: pending.kind,
-        participantId: access.me.id,
-        slot: access.me.slot,
-        senderName: access.me.displayName,
-        createdAt: written.createdAt,
-        bodySealed: written.bodySealed,
-        image,
-      });
+      this.deps.hub.publishMessage(
+        {
+          roomId: access.room.id,
+          seq: written.seq,
+          kind: pending.kind,
+          participantId: access.me.id,
+          slot: access.me.slot,
+          senderName: access.me.displayName,
+          createdAt: written.createdAt,
+          bodySealed: written.bodySealed,
+          image,
+        },
+        pending.text,
+      );
     }
     return message;
   }

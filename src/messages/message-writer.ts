@@ -86,7 +86,7 @@ export class MessageWriter {
     options: WriterOptions = {},
   ) {
     this.maxBatch = options.maxBatch ?? 256;
-    this.maxConcurrent = options.maxConcurrent ?? 3;
+    this.maxConcurrent = options.maxConcurrent ?? 1;
   }
 
   write(message: PendingMessage): Promise<WrittenMessage> {
@@ -232,16 +232,25 @@ export class MessageWriter {
       }
       if (tuples.length === 0) return results;
 
-      const inserted = await tx.any(sql.type(z.object({ room_id: z.string(), seq: z.number() }))`
-        INSERT INTO messages (room_id, seq, participant_id, kind, client_msg_id, body_sealed, sender_ip, created_at)
-        SELECT * FROM ${sql.unnest(tuples, ['uuid', 'int8', 'uuid', 'text', 'uuid', 'bytea', 'inet', 'timestamptz'])}
-        ON CONFLICT (participant_id, client_msg_id) DO NOTHING
-        RETURNING room_id, seq`);
-      const stored = new Set(inserted.map((row) => `${row.room_id}:${row.seq}`));
+      // Only the rows that were not stored come back (a client_msg_id seen before): usually none,
+      // so a batch costs no per-row result parsing.
+      const skipped = await tx.any(sql.type(z.object({ room_id: z.string(), seq: z.number() }))`
+        WITH input AS (
+          SELECT * FROM ${sql.unnest(tuples, ['uuid', 'int8', 'uuid', 'text', 'uuid', 'bytea', 'inet', 'timestamptz'])}
+            AS t(room_id, seq, participant_id, kind, client_msg_id, body_sealed, sender_ip, created_at)
+        ), inserted AS (
+          INSERT INTO messages (room_id, seq, participant_id, kind, client_msg_id, body_sealed, sender_ip, created_at)
+          SELECT * FROM input
+          ON CONFLICT (participant_id, client_msg_id) DO NOTHING
+          RETURNING room_id, seq
+        )
+        SELECT input.room_id, input.seq FROM input
+        WHERE NOT EXISTS (SELECT 1 FROM inserted WHERE inserted.room_id = input.room_id AND inserted.seq = input.seq)`);
+      const notStored = new Set(skipped.map((row) => `${row.room_id}:${row.seq}`));
       for (const [index, job] of batch.entries()) {
         const result = results[index];
         if (result === undefined || result instanceof Error) continue;
-        if (stored.has(`${result.roomId}:${result.seq}`)) {
+        if (!notStored.has(`${result.roomId}:${result.seq}`)) {
           await job.message.withinTransaction?.({ seq: result.seq, tx });
         } else {
           // The client_msg_id was stored before (a retried send): answer with that message.

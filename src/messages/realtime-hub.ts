@@ -202,10 +202,13 @@ export class RealtimeHub {
     this.remoteEndedListeners.push(listener);
   }
 
-  /** Delivers a committed message here and publishes it to the other processes. */
-  publishMessage(event: MessageEvent): void {
+  /**
+   * Delivers a committed message here and publishes it (sealed) to the other processes. The
+   * sender's process knows the text already and passes it, so local delivery opens nothing.
+   */
+  publishMessage(event: MessageEvent, text?: string): void {
     this.clearTyping(event.roomId, event.slot);
-    this.deliver(event);
+    this.deliver(event, text);
     this.publish(roomChannel(event.roomId), {
       t: 'msg',
       o: this.processId,
@@ -297,15 +300,20 @@ export class RealtimeHub {
     }
   }
 
-  private deliver(event: MessageEvent): void {
+  private deliver(event: MessageEvent, text?: string): void {
     const room = this.rooms.get(event.roomId);
     if (!room) return;
     const rendered = new Map<boolean, string>();
-    for (const connection of room.connections) this.deliverTo(connection, event, rendered);
+    for (const connection of room.connections) this.deliverTo(connection, event, rendered, text);
   }
 
   /** Renders at most once per perspective per event, whatever the number of viewers. */
-  private deliverTo(connection: Connection, event: MessageEvent, rendered: Map<boolean, string>): void {
+  private deliverTo(
+    connection: Connection,
+    event: MessageEvent,
+    rendered: Map<boolean, string>,
+    text?: string,
+  ): void {
     if (connection.held) {
       connection.held.push(event);
       return;
@@ -316,18 +324,21 @@ export class RealtimeHub {
     const mine = connection.slot === event.slot;
     let html = rendered.get(mine);
     if (html === undefined) {
-      html = this.renderMessage(connection.code, this.entryOf(event), mine);
+      html = this.renderMessage(connection.code, this.entryOf(event, text), mine);
       rendered.set(mine, html);
     }
     this.send(connection, html);
   }
 
-  private entryOf(event: MessageEvent): TranscriptEntry {
-    const body = openMessageBody(
-      this.deps.roomKeys.cachedDataKey(event.roomId),
-      { roomId: event.roomId, seq: event.seq, bodySealed: event.bodySealed },
-      this.deps.logger,
-    );
+  private entryOf(event: MessageEvent, text?: string): TranscriptEntry {
+    const body =
+      text !== undefined
+        ? { text, readable: true }
+        : openMessageBody(
+            this.deps.roomKeys.cachedDataKey(event.roomId),
+            { roomId: event.roomId, seq: event.seq, bodySealed: event.bodySealed },
+            this.deps.logger,
+          );
     return {
       seq: event.seq,
       kind: event.kind,
