@@ -29,6 +29,7 @@ import { percentiles, type Row, ratio, round, row, table } from './bench/report.
 import type { BenchRoom, Target } from './bench/rooms.ts';
 import {
   appOpenSockets,
+  buildApp,
   type CpuUse,
   eventLoopP99,
   fileDescriptors,
@@ -97,7 +98,13 @@ async function main(): Promise<void> {
 
     const targets: Targets = {};
     if (options.targets.includes('app')) {
-      log('starting the app (src/main.ts, its own process)');
+      if (!options.tsx) {
+        log('building the app (tsc -p tsconfig.build.json, as npm run build does)');
+        buildApp();
+      }
+      log(
+        `starting the app (${options.tsx ? 'src/main.ts through tsx' : 'node dist/src/main.js'}, its own process)`,
+      );
       const app = await startApp({
         databaseUrl: database.url,
         redisUrl: redis.url,
@@ -105,6 +112,7 @@ async function main(): Promise<void> {
         limits: { send: 100_000_000, join: 10_000_000, upload: 10_000_000 },
         ...(options.cpuProf ? { cpuProfileDir: path.resolve(options.cpuProf) } : {}),
         nodeArgs: options.appNodeArgs,
+        built: !options.tsx,
       });
       targets.app = app;
       log(`app pid ${app.pid}: ${app.url} (admin ${app.adminUrl})`);

@@ -41,11 +41,13 @@ export type BenchOptions = {
   cpuProf: string | undefined;
   /** Extra node flags for the app process (e.g. --perf-basic-prof). */
   appNodeArgs: string[];
+  /** Run the app from src/ through tsx instead of building dist/ and running it as `npm start` does. */
+  tsx: boolean;
 };
 
 const PRESETS: Record<
   BenchOptions['preset'],
-  Omit<BenchOptions, 'preset' | 'steps' | 'targets' | 'out' | 'cpuProf' | 'appNodeArgs'>
+  Omit<BenchOptions, 'preset' | 'steps' | 'targets' | 'out' | 'cpuProf' | 'appNodeArgs' | 'tsx'>
 > = {
   // The default: every step, small, well under a minute.
   short: {
@@ -135,7 +137,9 @@ export const USAGE = `npm run bench -- [options]
   --budget S             start no step after this many seconds
   --out DIR              where the JSON report goes (default bench-results)
   --cpu-prof DIR         run the app with --cpu-prof, profiles into DIR
-  --app-node-args ARGS   more node flags for the app process (e.g. "--perf-basic-prof")
+  --app-node-args ARGS   more node flags for the app process (e.g. --app-node-args=--perf-basic-prof)
+  --tsx                  run the app from src/ through tsx (default: build dist/ and run
+                         node dist/src/main.js, as npm start and the Docker image do; --smoke: tsx)
 `;
 
 export function parseOptions(argv: string[]): BenchOptions {
@@ -168,6 +172,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       out: { type: 'string' },
       'cpu-prof': { type: 'string' },
       'app-node-args': { type: 'string' },
+      tsx: { type: 'boolean' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -234,5 +239,6 @@ export function parseOptions(argv: string[]): BenchOptions {
     out: values.out ?? 'bench-results',
     cpuProf: values['cpu-prof'],
     appNodeArgs: (values['app-node-args'] ?? '').split(' ').filter(Boolean),
+    tsx: values.tsx ?? preset === 'smoke',
   };
 }

@@ -17,13 +17,14 @@ export function startAppProcess(env: Record<string, string>, nodeArgs: string[] 
   return startNodeProcess(projectPath('src', 'main.ts'), env, nodeArgs);
 }
 
-/** Runs a TypeScript entry point of this project in its own node process (through tsx). */
+/** Runs an entry point of this project in its own node process (TypeScript through tsx; built .js as is). */
 export function startNodeProcess(
   script: string,
   env: Record<string, string>,
   nodeArgs: string[] = [],
 ): AppProcess {
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script], {
+  const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  const child = spawn(process.execPath, [...nodeArgs, ...loader, script], {
     cwd: projectPath(),
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
