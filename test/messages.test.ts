@@ -115,6 +115,52 @@ describe('sending', () => {
   });
 });
 
+describe('two writers on one room', () => {
+  let app: TestApp;
+  let other: TestApp;
+  before(async () => {
+    app = await buildTestApp();
+    // A second app on the same database: another process writing to the same rooms.
+    other = await buildTestApp({
+      database: app.database,
+      env: { MASTER_KEY: (app.config.masterKey as Buffer).toString('base64') },
+    });
+  });
+  after(async () => {
+    await other.close();
+    await app.close();
+  });
+
+  it('keeps seqs unique and in order, each body sealed to its own seq, when both write in turn', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    // The guest's cookie, used against the other app (as behind a load balancer).
+    const guestThere = new Client(other.chat, { remoteAddress: '198.51.100.20' });
+    for (const [name, value] of guest.cookies) guestThere.cookies.set(name, value);
+    const texts: string[] = [];
+    for (let round = 0; round < 4; round++) {
+      const sends = [
+        send(host, code, `host ${round} a`, { client_msg_id: randomUUID() }, true),
+        send(host, code, `host ${round} b`, { client_msg_id: randomUUID() }, true),
+        send(guestThere, code, `guest ${round}`, { client_msg_id: randomUUID() }, true),
+      ];
+      for (const response of await Promise.all(sends)) assert.equal(response.statusCode, 200);
+      texts.push(`host ${round} a`, `host ${round} b`, `guest ${round}`);
+    }
+    const rows = await messageRows(app, code);
+    assert.equal(rows.length, texts.length);
+    assert.deepEqual(
+      rows.map((row) => row.seq),
+      [...rows.map((row) => row.seq)].sort((a, b) => a - b),
+    );
+    assert.equal(new Set(rows.map((row) => row.seq)).size, rows.length);
+    // Every body opens with its room and seq (the AAD), whichever app sealed it.
+    const page = (await host.get(`/rooms/${code}/messages?after=0`, { headers: { 'hx-request': 'true' } }))
+      .body;
+    assert.doesNotMatch(page, /unreadable/);
+    for (const text of texts) assert.match(page, new RegExp(text));
+  });
+});
+
 describe('sealing', () => {
   let app: TestApp;
   before(async () => {

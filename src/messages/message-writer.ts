@@ -47,6 +47,40 @@ const existingRow = z.object({
   body_sealed: z.instanceof(Buffer).nullable(),
 });
 
+const oneStatementRow = z.object({ reserved: z.array(z.string()), skipped: z.array(z.string()) });
+
+const MESSAGE_COLUMN_TYPES: string[] = [
+  'uuid',
+  'int8',
+  'uuid',
+  'text',
+  'uuid',
+  'bytea',
+  'inet',
+  'timestamptz',
+];
+
+/** Rooms whose last_seq the writer remembers (a number each); the least recently written go first. */
+const KNOWN_SEQ_LIMIT = 100_000;
+
+function messageTuple(
+  message: PendingMessage,
+  seq: number,
+  bodySealed: Buffer,
+  now: Date,
+): (string | number | Buffer | null)[] {
+  return [
+    message.roomId,
+    seq,
+    message.participantId,
+    message.kind,
+    message.clientMsgId,
+    bodySealed,
+    message.senderIp,
+    now.toISOString(),
+  ];
+}
+
 /** PostgreSQL asks us to retry these (deadlock, serialization failure); the transaction changed nothing. */
 const RETRYABLE = new Set(['40P01', '40001']);
 const MAX_ATTEMPTS = 3;
@@ -70,6 +104,15 @@ function sqlState(error: unknown): string | undefined {
  * Each transaction locks its rooms in id order (no deadlocks between batches), reserves a range
  * of seqs per room, seals every body with AAD = room id + seq, and inserts all rows in one
  * statement. A client_msg_id seen before stores nothing and returns the stored message.
+ *
+ * One round trip per batch: the seqs have to be known before the bodies can be sealed, which
+ * takes four round trips (BEGIN, reserve, insert, COMMIT). But the writer remembers each room's
+ * last_seq from its own commits, so for a room it has written before it seals with the seqs that
+ * follow and sends one statement that reserves them only if last_seq is still what it expects
+ * (compare-and-set, under the same row lock, in id order) and inserts the rows of the rooms it
+ * reserved. Rooms it does not know, or whose last_seq moved (another process wrote), or that have
+ * ended, take the four-step transaction. Either way a room's row lock is held from reserving its
+ * seqs until the commit, so a room's messages commit in seq order.
  */
 export class MessageWriter {
   private readonly queue: Job[] = [];
@@ -77,6 +120,8 @@ export class MessageWriter {
   private readonly maxBatch: number;
   private readonly maxConcurrent: number;
   private idleWaiters: (() => void)[] = [];
+  /** Room id -> its last_seq as of this writer's latest commit in it (see the class comment). */
+  private readonly knownSeq = new Map<string, number>();
 
   constructor(
     private readonly db: DatabasePool,
@@ -141,10 +186,23 @@ export class MessageWriter {
       for (const job of batch) job.reject(error);
       return;
     }
+    let rest = batch;
+    if (!batch.some((job) => job.message.withinTransaction)) {
+      try {
+        rest = await this.oneStatement(batch, keys);
+      } catch (error) {
+        // Nothing of a failed statement was committed: retry what may be retried the long way.
+        if (!RETRYABLE.has(sqlState(error) ?? '')) {
+          this.fail(batch, error);
+          return;
+        }
+      }
+    }
+    if (rest.length === 0) return;
     for (let attempt = 1; ; attempt++) {
       try {
-        const results = await this.transaction(batch, keys);
-        batch.forEach((job, index) => {
+        const results = await this.transaction(rest, keys);
+        rest.forEach((job, index) => {
           const result = results[index];
           if (result instanceof Error) job.reject(result);
           else job.resolve(result as WrittenMessage);
@@ -152,16 +210,109 @@ export class MessageWriter {
         return;
       } catch (error) {
         if (attempt < MAX_ATTEMPTS && RETRYABLE.has(sqlState(error) ?? '')) continue;
-        if (!(error instanceof DomainError)) {
-          this.logger.error(
-            { err: { message: (error as Error).message, code: sqlState(error) }, size: batch.length },
-            'message batch failed',
-          );
-        }
-        for (const job of batch) job.reject(error);
+        this.fail(rest, error);
         return;
       }
     }
+  }
+
+  private fail(batch: Job[], error: unknown): void {
+    if (!(error instanceof DomainError)) {
+      this.logger.error(
+        { err: { message: (error as Error).message, code: sqlState(error) }, size: batch.length },
+        'message batch failed',
+      );
+    }
+    for (const job of batch) job.reject(error);
+  }
+
+  private remember(roomId: string, lastSeq: number): void {
+    this.knownSeq.delete(roomId);
+    if (this.knownSeq.size >= KNOWN_SEQ_LIMIT) {
+      const oldest = this.knownSeq.keys().next().value;
+      if (oldest !== undefined) this.knownSeq.delete(oldest);
+    }
+    this.knownSeq.set(roomId, lastSeq);
+  }
+
+  /**
+   * Commits, in one autocommit statement, the jobs of the rooms whose last_seq this writer knows
+   * (resolving them) and returns the jobs that must take the four-step transaction.
+   */
+  private async oneStatement(batch: Job[], keys: Map<string, Buffer>): Promise<Job[]> {
+    const mine = batch.filter((job) => this.knownSeq.has(job.message.roomId));
+    if (mine.length === 0) return batch;
+    const now = this.clock.now();
+    const perRoom = new Map<string, number>();
+    for (const { message } of mine) perRoom.set(message.roomId, (perRoom.get(message.roomId) ?? 0) + 1);
+    const roomIds = [...perRoom.keys()].sort();
+    const expected = roomIds.map((id) => this.knownSeq.get(id) as number);
+    const nextSeq = new Map(roomIds.map((id, index) => [id, (expected[index] as number) + 1]));
+    const createdAt = now.getTime();
+    const written: WrittenMessage[] = [];
+    const tuples: (string | number | Buffer | null)[][] = [];
+    for (const { message } of mine) {
+      const seq = nextSeq.get(message.roomId) as number;
+      nextSeq.set(message.roomId, seq + 1);
+      const bodySealed = seal(
+        keys.get(message.roomId) as Buffer,
+        Buffer.from(message.text, 'utf8'),
+        aad.message(message.roomId, seq),
+      );
+      written.push({ roomId: message.roomId, seq, createdAt, bodySealed, duplicate: false });
+      tuples.push(messageTuple(message, seq, bodySealed, now));
+    }
+
+    const outcome = await this.db.one(sql.type(oneStatementRow)`
+      WITH expected AS (
+        SELECT * FROM unnest(${sql.array(roomIds, 'uuid')}, ${sql.array(expected, 'int8')}, ${sql.array(
+          roomIds.map((id) => perRoom.get(id) as number),
+          'int4',
+        )}) AS e(id, last_seq, n)
+      ), reserved AS (
+        UPDATE rooms AS r
+        SET last_seq = r.last_seq + e.n, last_activity_at = ${sql.timestamp(now)}
+        FROM expected AS e
+        WHERE r.id = e.id
+          AND r.id IN (SELECT id FROM rooms WHERE id = ANY(${sql.array(roomIds, 'uuid')}) ORDER BY id FOR UPDATE)
+          AND r.last_seq = e.last_seq AND r.status = 'active' AND r.expires_at > ${sql.timestamp(now)}
+        RETURNING r.id
+      ), input AS (
+        SELECT * FROM ${sql.unnest(tuples, MESSAGE_COLUMN_TYPES)}
+          AS t(room_id, seq, participant_id, kind, client_msg_id, body_sealed, sender_ip, created_at)
+      ), inserted AS (
+        INSERT INTO messages (room_id, seq, participant_id, kind, client_msg_id, body_sealed, sender_ip, created_at)
+        SELECT * FROM input WHERE room_id IN (SELECT id FROM reserved)
+        ON CONFLICT (participant_id, client_msg_id) DO NOTHING
+        RETURNING room_id, seq
+      )
+      SELECT
+        coalesce((SELECT array_agg(id::text) FROM reserved), '{}') AS reserved,
+        coalesce((SELECT array_agg(input.room_id::text || ':' || input.seq) FROM input
+                  WHERE input.room_id IN (SELECT id FROM reserved)
+                    AND NOT EXISTS (SELECT 1 FROM inserted
+                                    WHERE inserted.room_id = input.room_id AND inserted.seq = input.seq)),
+                 '{}') AS skipped`);
+
+    // Committed. Rooms not reserved (unknown last_seq, or over) go the long way, which re-reads.
+    const reserved = new Set(outcome.reserved);
+    const skipped = new Set(outcome.skipped);
+    for (const [index, id] of roomIds.entries()) {
+      if (reserved.has(id)) this.remember(id, (expected[index] as number) + (perRoom.get(id) as number));
+      else this.knownSeq.delete(id);
+    }
+    for (const [index, job] of mine.entries()) {
+      const result = written[index] as WrittenMessage;
+      if (!reserved.has(result.roomId)) continue;
+      if (!skipped.has(`${result.roomId}:${result.seq}`)) job.resolve(result);
+      else {
+        // The client_msg_id was stored before (a retried send): answer with that message.
+        const existing = await this.existing(this.db, job.message).catch((error: unknown) => error as Error);
+        if (existing && !(existing instanceof Error)) job.resolve(existing);
+        else job.reject(existing ?? new Error('message neither stored nor found'));
+      }
+    }
+    return batch.filter((job) => !reserved.has(job.message.roomId));
   }
 
   private async keysFor(batch: Job[]): Promise<Map<string, Buffer>> {
@@ -182,6 +333,7 @@ export class MessageWriter {
     const perRoom = new Map<string, number>();
     for (const { message } of batch) perRoom.set(message.roomId, (perRoom.get(message.roomId) ?? 0) + 1);
     const roomIds = [...perRoom.keys()].sort();
+    let lastSeqs: { id: string; last_seq: number }[] = [];
 
     const outcome = await this.db.transaction(async (tx) => {
       // Lock the rooms in id order, then reserve a block of seqs in each live one.
@@ -196,6 +348,7 @@ export class MessageWriter {
           AND r.id IN (SELECT id FROM rooms WHERE id = ANY(${sql.array(roomIds, 'uuid')}) ORDER BY id FOR UPDATE)
           AND r.status = 'active' AND r.expires_at > ${sql.timestamp(now)}
         RETURNING r.id, r.last_seq`);
+      lastSeqs = [...reserved];
       const nextSeq = new Map<string, number>();
       for (const row of reserved) nextSeq.set(row.id, row.last_seq - (perRoom.get(row.id) as number) + 1);
 
@@ -219,16 +372,7 @@ export class MessageWriter {
           aad.message(message.roomId, seq),
         );
         results.push({ roomId: message.roomId, seq, createdAt, bodySealed, duplicate: false });
-        tuples.push([
-          message.roomId,
-          seq,
-          message.participantId,
-          message.kind,
-          message.clientMsgId,
-          bodySealed,
-          message.senderIp,
-          now.toISOString(),
-        ]);
+        tuples.push(messageTuple(message, seq, bodySealed, now));
       }
       if (tuples.length === 0) return results;
 
@@ -236,7 +380,7 @@ export class MessageWriter {
       // so a batch costs no per-row result parsing.
       const skipped = await tx.any(sql.type(z.object({ room_id: z.string(), seq: z.number() }))`
         WITH input AS (
-          SELECT * FROM ${sql.unnest(tuples, ['uuid', 'int8', 'uuid', 'text', 'uuid', 'bytea', 'inet', 'timestamptz'])}
+          SELECT * FROM ${sql.unnest(tuples, MESSAGE_COLUMN_TYPES)}
             AS t(room_id, seq, participant_id, kind, client_msg_id, body_sealed, sender_ip, created_at)
         ), inserted AS (
           INSERT INTO messages (room_id, seq, participant_id, kind, client_msg_id, body_sealed, sender_ip, created_at)
@@ -261,16 +405,18 @@ export class MessageWriter {
       }
       return results;
     });
+    // Committed: from now on these rooms can take the one-statement path.
+    for (const row of lastSeqs) this.remember(row.id, row.last_seq);
     return outcome;
   }
 
   /** The stored message for a repeated client_msg_id (the earlier send won). */
   private async existing(
-    tx: DatabaseTransactionConnection,
+    connection: DatabasePool | DatabaseTransactionConnection,
     message: PendingMessage,
   ): Promise<WrittenMessage | null> {
     if (!message.clientMsgId) return null;
-    const row = await tx.maybeOne(sql.type(existingRow)`
+    const row = await connection.maybeOne(sql.type(existingRow)`
       SELECT seq, created_at, body_sealed FROM messages
       WHERE participant_id = ${message.participantId} AND client_msg_id = ${message.clientMsgId}`);
     if (!row?.body_sealed) return null;
