@@ -27,14 +27,17 @@ describe('migrations', () => {
   it('apply once when two processes start at the same time, then are a no-op', async () => {
     const dir = projectPath('migrations');
     const [a, b] = await Promise.all([migrate(pool, dir), migrate(other, dir)]);
-    assert.deepEqual([...a.applied, ...b.applied], ['001_init_schema.sql']);
+    assert.deepEqual(
+      [...a.applied, ...b.applied],
+      ['001_init_schema.sql', '002_write_messages_function.sql'],
+    );
     const again = await migrate(pool, dir);
     assert.deepEqual(again.applied, []);
-    assert.deepEqual(again.alreadyApplied, ['001_init_schema.sql']);
+    assert.deepEqual(again.alreadyApplied, ['001_init_schema.sql', '002_write_messages_function.sql']);
     const recorded = await pool.anyFirst(
       sql.type(z.object({ name: z.string() }))`SELECT name FROM schema_migrations`,
     );
-    assert.deepEqual(recorded, ['001_init_schema.sql']);
+    assert.deepEqual(recorded, ['001_init_schema.sql', '002_write_messages_function.sql']);
   });
 
   it('create every table of the design', async () => {

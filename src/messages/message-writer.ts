@@ -263,36 +263,22 @@ export class MessageWriter {
       tuples.push(messageTuple(message, seq, bodySealed, now));
     }
 
+    // One statement, planned once per connection (migrations/002_write_messages_function.sql).
+    const column = (index: number) => tuples.map((tuple) => tuple[index] as string | number | null);
     const outcome = await this.db.one(sql.type(oneStatementRow)`
-      WITH expected AS (
-        SELECT * FROM unnest(${sql.array(roomIds, 'uuid')}, ${sql.array(expected, 'int8')}, ${sql.array(
+      SELECT reserved_rooms AS reserved, skipped_rows AS skipped FROM write_messages_if_expected(
+        ${sql.array(roomIds, 'uuid')}, ${sql.array(expected, 'int8')},
+        ${sql.array(
           roomIds.map((id) => perRoom.get(id) as number),
           'int4',
-        )}) AS e(id, last_seq, n)
-      ), reserved AS (
-        UPDATE rooms AS r
-        SET last_seq = r.last_seq + e.n, last_activity_at = ${sql.timestamp(now)}
-        FROM expected AS e
-        WHERE r.id = e.id
-          AND r.id IN (SELECT id FROM rooms WHERE id = ANY(${sql.array(roomIds, 'uuid')}) ORDER BY id FOR UPDATE)
-          AND r.last_seq = e.last_seq AND r.status = 'active' AND r.expires_at > ${sql.timestamp(now)}
-        RETURNING r.id
-      ), input AS (
-        SELECT * FROM ${sql.unnest(tuples, MESSAGE_COLUMN_TYPES)}
-          AS t(room_id, seq, participant_id, kind, client_msg_id, body_sealed, sender_ip, created_at)
-      ), inserted AS (
-        INSERT INTO messages (room_id, seq, participant_id, kind, client_msg_id, body_sealed, sender_ip, created_at)
-        SELECT * FROM input WHERE room_id IN (SELECT id FROM reserved)
-        ON CONFLICT (participant_id, client_msg_id) DO NOTHING
-        RETURNING room_id, seq
-      )
-      SELECT
-        coalesce((SELECT array_agg(id::text) FROM reserved), '{}') AS reserved,
-        coalesce((SELECT array_agg(input.room_id::text || ':' || input.seq) FROM input
-                  WHERE input.room_id IN (SELECT id FROM reserved)
-                    AND NOT EXISTS (SELECT 1 FROM inserted
-                                    WHERE inserted.room_id = input.room_id AND inserted.seq = input.seq)),
-                 '{}') AS skipped`);
+        )}, ${sql.timestamp(now)},
+        ${sql.array(column(0), 'uuid')}, ${sql.array(column(1), 'int8')}, ${sql.array(column(2), 'uuid')},
+        ${sql.array(column(3), 'text')}, ${sql.array(column(4), 'uuid')},
+        ${sql.array(
+          tuples.map((tuple) => tuple[5] as Buffer),
+          'bytea',
+        )},
+        ${sql.array(column(6), 'inet')}, ${sql.array(column(7), 'timestamptz')})`);
 
     // Committed. Rooms not reserved (unknown last_seq, or over) go the long way, which re-reads.
     const reserved = new Set(outcome.reserved);
