@@ -39,6 +39,7 @@ import {
   redisPids,
   rssOf,
   type Service,
+  settleDatabase,
   startApp,
   startDurablePostgres,
   startRedis,
@@ -152,6 +153,8 @@ async function main(): Promise<void> {
     if (want('upload')) steps.upload = await perTarget(context, 'upload', uploadStep);
     if (want('sockets')) steps.sockets = await perTarget(context, 'sockets', socketStep);
     if (want('latency') || want('throughput')) {
+      log('vacuum, analyze and checkpoint the database before the message steps');
+      await settleDatabase(database.url);
       for (const [index, target] of options.targets.entries()) {
         // Each target's search gets an equal share of the time left.
         const share = (budgetEnd - Date.now()) / (options.targets.length - index);
