@@ -63,22 +63,31 @@ const MESSAGE_COLUMN_TYPES: string[] = [
 /** Rooms whose last_seq the writer remembers (a number each); the least recently written go first. */
 const KNOWN_SEQ_LIMIT = 100_000;
 
-function messageTuple(
+/** Seals a message's body with its room's key, bound to its seq, and builds its row. */
+function sealMessage(
   message: PendingMessage,
   seq: number,
-  bodySealed: Buffer,
+  keys: Map<string, Buffer>,
   now: Date,
-): (string | number | Buffer | null)[] {
-  return [
-    message.roomId,
-    seq,
-    message.participantId,
-    message.kind,
-    message.clientMsgId,
-    bodySealed,
-    message.senderIp,
-    now.toISOString(),
-  ];
+): { written: WrittenMessage; tuple: (string | number | Buffer | null)[] } {
+  const bodySealed = seal(
+    keys.get(message.roomId) as Buffer,
+    Buffer.from(message.text, 'utf8'),
+    aad.message(message.roomId, seq),
+  );
+  return {
+    written: { roomId: message.roomId, seq, createdAt: now.getTime(), bodySealed, duplicate: false },
+    tuple: [
+      message.roomId,
+      seq,
+      message.participantId,
+      message.kind,
+      message.clientMsgId,
+      bodySealed,
+      message.senderIp,
+      now.toISOString(),
+    ],
+  };
 }
 
 /** PostgreSQL asks us to retry these (deadlock, serialization failure); the transaction changed nothing. */
@@ -248,19 +257,14 @@ export class MessageWriter {
     const roomIds = [...perRoom.keys()].sort();
     const expected = roomIds.map((id) => this.knownSeq.get(id) as number);
     const nextSeq = new Map(roomIds.map((id, index) => [id, (expected[index] as number) + 1]));
-    const createdAt = now.getTime();
     const written: WrittenMessage[] = [];
     const tuples: (string | number | Buffer | null)[][] = [];
     for (const { message } of mine) {
       const seq = nextSeq.get(message.roomId) as number;
       nextSeq.set(message.roomId, seq + 1);
-      const bodySealed = seal(
-        keys.get(message.roomId) as Buffer,
-        Buffer.from(message.text, 'utf8'),
-        aad.message(message.roomId, seq),
-      );
-      written.push({ roomId: message.roomId, seq, createdAt, bodySealed, duplicate: false });
-      tuples.push(messageTuple(message, seq, bodySealed, now));
+      const sealed = sealMessage(message, seq, keys, now);
+      written.push(sealed.written);
+      tuples.push(sealed.tuple);
     }
 
     // One statement, planned once per connection (migrations/002_write_messages_function.sql).
@@ -340,7 +344,6 @@ export class MessageWriter {
 
       const results: (WrittenMessage | Error)[] = [];
       const tuples: (string | number | Buffer | null)[][] = [];
-      const createdAt = now.getTime();
       for (const { message } of batch) {
         const seq = nextSeq.get(message.roomId);
         if (seq === undefined) {
@@ -352,13 +355,9 @@ export class MessageWriter {
           continue;
         }
         nextSeq.set(message.roomId, seq + 1);
-        const bodySealed = seal(
-          keys.get(message.roomId) as Buffer,
-          Buffer.from(message.text, 'utf8'),
-          aad.message(message.roomId, seq),
-        );
-        results.push({ roomId: message.roomId, seq, createdAt, bodySealed, duplicate: false });
-        tuples.push(messageTuple(message, seq, bodySealed, now));
+        const sealed = sealMessage(message, seq, keys, now);
+        results.push(sealed.written);
+        tuples.push(sealed.tuple);
       }
       if (tuples.length === 0) return results;
 
