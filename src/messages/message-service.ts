@@ -49,7 +49,7 @@ export class MessageService {
     actor: Actor,
   ): Promise<SentMessage> {
     const text = this.validate(input.body);
-    const clientMsgId = this.clientMsgId(input.clientMsgId);
+    const clientMsgId = parseClientMsgId(input.clientMsgId);
     const key = clientMsgId ? `${access.me.id}:${clientMsgId.toLowerCase()}` : undefined;
     const existing = key ? this.inFlight.get(key) : undefined;
     if (existing) return existing.then((message) => ({ ...message, duplicate: true }));
@@ -135,12 +135,13 @@ export class MessageService {
     }
     return text;
   }
+}
 
-  private clientMsgId(value: unknown): string | null {
-    if (value === undefined || value === '') return null;
-    if (typeof value !== 'string' || !UUID.test(value)) {
-      throw new DomainError('invalid', 'The form was damaged (message id); reload the page and send again.');
-    }
-    return value.toLowerCase();
+/** The sender's idempotency key from a form: absent, or a uuid. */
+export function parseClientMsgId(value: unknown): string | null {
+  if (value === undefined || value === '') return null;
+  if (typeof value !== 'string' || !UUID.test(value)) {
+    throw new DomainError('invalid', 'The form was damaged (message id); reload the page and send again.');
   }
+  return value.toLowerCase();
 }
