@@ -1,6 +1,7 @@
 import type { Eta } from 'eta';
 import { ArchiveService } from './archive/archive-service.ts';
 import { RetentionService } from './archive/retention.ts';
+import { AttachmentService } from './attachments/attachment-service.ts';
 import { AuditLog } from './audit/audit-log.ts';
 import { RoomKeys } from './crypto/room-keys.ts';
 import { MessageService } from './messages/message-service.ts';
@@ -24,6 +25,7 @@ export type Services = {
   roomKeys: RoomKeys;
   rooms: RoomService;
   messages: MessageService;
+  attachments: AttachmentService;
   writer: MessageWriter;
   hub: RealtimeHub;
   sweeper: Sweeper;
@@ -57,6 +59,10 @@ export async function createServices(resources: Resources, options: ServiceOptio
     { db, roomKeys, writer, hub, logger },
     { maxMessageChars: config.maxMessageChars },
   );
+  const attachments = new AttachmentService(
+    { db, store: resources.store, roomKeys, messages, clock, logger },
+    { maxCaptionChars: config.maxMessageChars },
+  );
   // Sockets of a room that ended (here or, through the bus, anywhere) hear it and close.
   rooms.onRoomsEnded((ended) => hub.publishEnded(ended.map((room) => room.id)));
   const metrics = createMetrics(db, hub);
@@ -89,6 +95,7 @@ export async function createServices(resources: Resources, options: ServiceOptio
     roomKeys,
     rooms,
     messages,
+    attachments,
     writer,
     hub,
     sweeper,

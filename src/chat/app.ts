@@ -21,6 +21,7 @@ import { themeOf } from '../web/theme.ts';
 import { devicePlugin } from './plugins/device.ts';
 import { rateLimitsPlugin } from './plugins/rate-limits.ts';
 import { sameOriginPlugin } from './plugins/same-origin.ts';
+import { attachmentRoutes } from './routes/attachments.ts';
 import { homeRoutes } from './routes/home.ts';
 import { joinRoutes } from './routes/join.ts';
 import { liveRoutes } from './routes/live.ts';
@@ -72,6 +73,7 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   await app.register(roomRoutes, { resources, services });
   await app.register(joinRoutes, { resources, services });
   await app.register(messageRoutes, { resources, services });
+  await app.register(attachmentRoutes, { resources, services });
   await app.register(liveRoutes, { resources, services });
 };
 

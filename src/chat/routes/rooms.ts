@@ -58,6 +58,8 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
         lastSeq: Math.max(room.lastSeq, ...history.map((message) => message.seq)),
         clientMsgId: randomUUID(),
         maxMessageChars: config.maxMessageChars,
+        uploadMsgId: randomUUID(),
+        maxUploadMb: config.maxUploadMb,
         closesAt: room.expiresAt,
         now: clock.now().getTime(),
       },
