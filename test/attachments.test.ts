@@ -594,6 +594,7 @@ function streamUpload(
   body: string;
   connection: string | undefined;
   sentAtResponse: number;
+  sentInAll: number;
   ms: number;
 }> {
   const boundary = 'streamed-upload-boundary';
@@ -621,16 +622,20 @@ function streamUpload(
     let answered = false;
     request.on('response', (response) => {
       answered = true;
-      const sentAtResponse = request.socket?.bytesWritten ?? Number.POSITIVE_INFINITY;
+      const socket = request.socket;
+      const sentAtResponse = socket?.bytesWritten ?? Number.POSITIVE_INFINITY;
+      const ms = Date.now() - started;
       const chunks: Buffer[] = [];
       response.on('data', (data: Buffer) => chunks.push(data));
-      response.on('end', () =>
+      // Once the exchange is over: the server closed the connection, or took the whole body after all.
+      request.on('close', () =>
         resolve({
           status: response.statusCode ?? 0,
           body: Buffer.concat(chunks).toString('utf8'),
           connection: response.headers.connection,
           sentAtResponse,
-          ms: Date.now() - started,
+          sentInAll: socket?.bytesWritten ?? Number.POSITIVE_INFINITY,
+          ms,
         }),
       );
     });
@@ -693,6 +698,7 @@ describe('images on the disk store', () => {
         result.sentAtResponse < 16 * 1024 * 1024,
         `${how}: ${result.sentAtResponse} bytes were sent before the answer`,
       );
+      assert.ok(result.sentInAll < 16 * 1024 * 1024, `${how}: ${result.sentInAll} bytes went out in all`);
       assert.ok(result.ms < 5_000, `${how}: answered in ${result.ms} ms`);
     }
     assert.deepEqual(await snapshot(app), before);
