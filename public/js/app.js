@@ -117,3 +117,161 @@
     if (messages()) scrollToBottom();
   });
 })();
+
+// ---------------------------------------------------------------------------------------------
+// Image uploads. Without this block the upload form posts and the page comes back (303). With
+// it: the file size is checked before sending, a progress bar follows the upload, the form
+// empties after a successful send, and an image dropped on the conversation or pasted is sent
+// through the same form once the user confirms.
+// ---------------------------------------------------------------------------------------------
+(() => {
+  const uploadForm = () => document.getElementById('upload-form');
+  const ACCEPTED = /^image\/(jpeg|png|webp|gif)$/;
+
+  function showNotice(title, message) {
+    const area = document.getElementById('notice');
+    if (!area) return;
+    const box = document.createElement('div');
+    box.className = 'notice notice-error';
+    const heading = document.createElement('p');
+    heading.className = 'notice-title';
+    heading.textContent = title;
+    const text = document.createElement('p');
+    text.textContent = message;
+    box.append(heading, text);
+    area.replaceChildren(box);
+  }
+
+  function formatSize(bytes) {
+    return bytes < 1024 * 1024
+      ? `${Math.max(1, Math.round(bytes / 1024))} KB`
+      : `${(bytes / 1048576).toFixed(1)} MB`;
+  }
+
+  /** True when the file may be sent; otherwise says why, without sending anything. */
+  function acceptable(form, file) {
+    const max = Number(form.dataset.maxBytes);
+    if (max > 0 && file.size > max) {
+      showNotice(
+        'Image too large',
+        `An image can be at most ${form.dataset.maxLabel}; this one is ${formatSize(file.size)}.`,
+      );
+      return false;
+    }
+    return true;
+  }
+
+  // fetch() cannot report upload progress; XMLHttpRequest can. htmx 4 lets a request use its own
+  // fetch (ctx.fetch), so the upload form's requests go through this one.
+  function fetchWithUploadProgress(onProgress) {
+    return (url, init) =>
+      new Promise((resolve, reject) => {
+        const xhr = new XMLHttpRequest();
+        xhr.open(init.method ?? 'POST', url);
+        for (const [name, value] of Object.entries(init.headers ?? {})) xhr.setRequestHeader(name, value);
+        xhr.responseType = 'text';
+        xhr.upload.addEventListener('progress', (event) => {
+          if (event.lengthComputable) onProgress(event.loaded / event.total);
+        });
+        xhr.addEventListener('load', () => {
+          const headers = new Headers();
+          for (const line of xhr.getAllResponseHeaders().trim().split(/\r?\n/)) {
+            const colon = line.indexOf(':');
+            if (colon > 0) headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+          }
+          const empty = xhr.status === 204 || xhr.status === 304;
+          try {
+            resolve(new Response(empty ? null : xhr.responseText, { status: xhr.status, headers }));
+          } catch (error) {
+            reject(error);
+          }
+        });
+        xhr.addEventListener('error', () => reject(new TypeError('The upload failed (network error).')));
+        xhr.addEventListener('abort', () =>
+          reject(new DOMException('The upload was stopped.', 'AbortError')),
+        );
+        init.signal?.addEventListener('abort', () => xhr.abort());
+        xhr.send(init.body);
+      });
+  }
+
+  document.addEventListener('htmx:config:request', (event) => {
+    const form = event.target;
+    if (form !== uploadForm()) return;
+    const file = form.querySelector('input[type="file"]')?.files?.[0];
+    if (file && !acceptable(form, file)) event.preventDefault();
+  });
+
+  document.addEventListener('htmx:before:request', (event) => {
+    const form = event.target;
+    if (form !== uploadForm()) return;
+    const progress = form.querySelector('progress');
+    if (progress) {
+      progress.value = 0;
+      progress.hidden = false;
+    }
+    document.getElementById('notice')?.replaceChildren();
+    event.detail.ctx.fetch = fetchWithUploadProgress((fraction) => {
+      if (progress) progress.value = Math.round(fraction * 100);
+    });
+  });
+
+  document.addEventListener('htmx:finally:request', (event) => {
+    const form = event.target;
+    if (form !== uploadForm()) return;
+    const progress = form.querySelector('progress');
+    if (progress) progress.hidden = true;
+    const status = event.detail?.ctx?.response?.status ?? 0;
+    if (status >= 200 && status < 300) {
+      // The new message id arrived out of band; keep it while emptying the rest.
+      for (const input of form.querySelectorAll('input[type="file"], input[type="text"]')) input.value = '';
+    }
+  });
+
+  /** A dropped or pasted image goes through the upload form, after the user says yes. */
+  function offer(file) {
+    const form = uploadForm();
+    const input = form?.querySelector('input[type="file"]');
+    if (!form || !input) return;
+    if (!ACCEPTED.test(file.type)) {
+      showNotice('Not an image we accept', 'Only JPEG, PNG, WebP and GIF images can be sent.');
+      return;
+    }
+    if (!acceptable(form, file)) return;
+    const name = file.name && file.name !== 'image.png' ? `“${file.name}”` : 'this image';
+    if (!window.confirm(`Send ${name} (${formatSize(file.size)}) to your partner?`)) return;
+    const transfer = new DataTransfer();
+    transfer.items.add(file);
+    input.files = transfer.files;
+    form.requestSubmit();
+  }
+
+  const carriesFiles = (event) => [...(event.dataTransfer?.types ?? [])].includes('Files');
+  const dropZone = () => document.querySelector('.chat-main');
+
+  document.addEventListener('dragover', (event) => {
+    if (!uploadForm() || !carriesFiles(event) || !dropZone()?.contains(event.target)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = 'copy';
+    dropZone()?.classList.add('drop-target');
+  });
+  document.addEventListener('dragleave', (event) => {
+    if (event.target === dropZone()) dropZone()?.classList.remove('drop-target');
+  });
+  document.addEventListener('drop', (event) => {
+    dropZone()?.classList.remove('drop-target');
+    if (!uploadForm() || !carriesFiles(event) || !dropZone()?.contains(event.target)) return;
+    event.preventDefault();
+    const file = event.dataTransfer.files[0];
+    if (file) offer(file);
+  });
+  document.addEventListener('paste', (event) => {
+    const file = [...(event.clipboardData?.files ?? [])][0];
+    if (!uploadForm() || !file) return;
+    // Text copied from some apps carries a picture of itself too: into a text field, paste the text.
+    const typing = event.target instanceof HTMLTextAreaElement || event.target instanceof HTMLInputElement;
+    if (typing && event.clipboardData.types.includes('text/plain')) return;
+    event.preventDefault();
+    offer(file);
+  });
+})();
