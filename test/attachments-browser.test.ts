@@ -22,34 +22,27 @@ async function pageFor(
   return { context, page: await context.newPage() };
 }
 
-/** Puts a file into the page's clipboard and pastes it into the conversation. */
-async function paste(page: Page, file: { name: string; type: string; data: Buffer }) {
+/** Pastes a file into the conversation, or drops it there, as the user's browser would. */
+async function deliverFile(
+  page: Page,
+  how: 'paste' | 'drop',
+  file: { name: string; type: string; data: Buffer },
+) {
   await page.evaluate(
-    ({ name, type, base64 }) => {
-      const bytes = Uint8Array.from(atob(base64), (char) => char.charCodeAt(0));
-      const transfer = new DataTransfer();
-      transfer.items.add(new File([bytes], name, { type }));
-      const event = new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true });
-      document.getElementById('messages')?.dispatchEvent(event);
-    },
-    { name: file.name, type: file.type, base64: file.data.toString('base64') },
-  );
-}
-
-async function drop(page: Page, file: { name: string; type: string; data: Buffer }) {
-  await page.evaluate(
-    ({ name, type, base64 }) => {
+    ({ how, name, type, base64 }) => {
       const bytes = Uint8Array.from(atob(base64), (char) => char.charCodeAt(0));
       const transfer = new DataTransfer();
       transfer.items.add(new File([bytes], name, { type }));
       const target = document.getElementById('messages') as HTMLElement;
-      for (const kind of ['dragenter', 'dragover', 'drop']) {
-        target.dispatchEvent(
-          new DragEvent(kind, { dataTransfer: transfer, bubbles: true, cancelable: true }),
-        );
-      }
+      const events =
+        how === 'paste'
+          ? [new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true })]
+          : ['dragenter', 'dragover', 'drop'].map(
+              (kind) => new DragEvent(kind, { dataTransfer: transfer, bubbles: true, cancelable: true }),
+            );
+      for (const event of events) target.dispatchEvent(event);
     },
-    { name: file.name, type: file.type, base64: file.data.toString('base64') },
+    { how, name: file.name, type: file.type, base64: file.data.toString('base64') },
   );
 }
 
@@ -156,14 +149,22 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
         asked = dialog.message();
         void dialog.dismiss();
       });
-      await paste(hostPage, { name: 'image.png', type: 'image/png', data: await images.png(40, 40) });
+      await deliverFile(hostPage, 'paste', {
+        name: 'image.png',
+        type: 'image/png',
+        data: await images.png(40, 40),
+      });
       await hostPage.waitForTimeout(300);
       assert.match(asked, /^Send this image \(\d+ KB\) to your partner\?$/);
       assert.deepEqual(await storedCounts(app), before);
 
       // paste, confirmed
       hostPage.once('dialog', (dialog) => void dialog.accept());
-      await paste(hostPage, { name: 'image.png', type: 'image/png', data: await images.png(40, 40) });
+      await deliverFile(hostPage, 'paste', {
+        name: 'image.png',
+        type: 'image/png',
+        data: await images.png(40, 40),
+      });
       await guestPage.waitForFunction(
         () => document.querySelectorAll('#messages li.message-theirs img').length === 2,
       );
@@ -173,7 +174,11 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
         asked = dialog.message();
         void dialog.accept();
       });
-      await drop(hostPage, { name: 'cat.gif', type: 'image/gif', data: await images.animatedGif() });
+      await deliverFile(hostPage, 'drop', {
+        name: 'cat.gif',
+        type: 'image/gif',
+        data: await images.animatedGif(),
+      });
       await guestPage.waitForFunction(
         () => document.querySelectorAll('#messages li.message-theirs img').length === 3,
       );

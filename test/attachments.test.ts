@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { z } from 'zod';
+import { attachmentRow } from '../src/archive/room-record.ts';
 import { Semaphore, SemaphoreFullError } from '../src/attachments/semaphore.ts';
 import { sql } from '../src/infra/db.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
@@ -25,42 +26,13 @@ import {
 
 const ADMIN = { remoteAddress: '127.0.0.1' };
 
-type AttachmentRow = {
-  id: string;
-  object_key: string;
-  thumb_key: string;
-  content_type: string;
-  thumb_content_type: string;
-  bytes: number;
-  width: number;
-  height: number;
-  thumb_bytes: number;
-  thumb_width: number;
-  thumb_height: number;
-  sender_ip: string;
-  message_seq: number;
-};
+type AttachmentRow = z.infer<typeof attachmentRow>;
 
 const attachmentRows = (app: TestApp, code: string) =>
-  app.resources.db.any(sql.type(
-    z.object({
-      id: z.string(),
-      object_key: z.string(),
-      thumb_key: z.string(),
-      content_type: z.string(),
-      thumb_content_type: z.string(),
-      bytes: z.number(),
-      width: z.number(),
-      height: z.number(),
-      thumb_bytes: z.number(),
-      thumb_width: z.number(),
-      thumb_height: z.number(),
-      sender_ip: z.string(),
-      message_seq: z.number(),
-    }),
-  )`
-    SELECT a.id, a.object_key, a.thumb_key, a.content_type, a.thumb_content_type, a.bytes, a.width, a.height,
-           a.thumb_bytes, a.thumb_width, a.thumb_height, host(a.sender_ip) AS sender_ip, a.message_seq
+  app.resources.db.any(sql.type(attachmentRow)`
+    SELECT a.id, a.message_seq, a.object_key, a.thumb_key, a.content_type, a.thumb_content_type, a.bytes,
+           a.width, a.height, a.thumb_bytes, a.thumb_width, a.thumb_height, host(a.sender_ip) AS sender_ip,
+           a.created_at
     FROM attachments a JOIN rooms r ON r.id = a.room_id
     WHERE r.code = ${code} AND r.status = 'active' ORDER BY a.message_seq`);
 

@@ -9,6 +9,7 @@ import type { Clock } from '../infra/clock.ts';
 import { type DatabasePool, type DatabaseTransactionConnection, sql } from '../infra/db.ts';
 import type { ObjectStore } from '../infra/object-store.ts';
 import {
+  assertMaxChars,
   cleanMessageText,
   type MessageService,
   parseClientMsgId,
@@ -57,7 +58,10 @@ export type AttachmentDeps = {
 export type AttachmentSettings = {
   maxCaptionChars: number;
   image?: ImageLimits;
-  /** Images processed at once; sharp's work runs on libuv's pool, which file I/O and crypto share. */
+  /**
+   * Images processed at once. Each takes one thread of libuv's pool (4 by default), which file
+   * I/O, DNS and crypto share, so the default leaves half of it to the rest of the chat.
+   */
   concurrency?: number;
   /** Uploads that may wait for a turn; more are refused (503) instead of piling up in memory. */
   maxWaiting?: number;
@@ -141,14 +145,7 @@ export class AttachmentService {
     if (value === undefined) return '';
     if (typeof value !== 'string') throw new DomainError('invalid', 'The caption could not be read.');
     const text = cleanMessageText(value);
-    const length = [...text].length;
-    if (length > this.settings.maxCaptionChars) {
-      throw new DomainError(
-        'too_large',
-        `A caption can be at most ${this.settings.maxCaptionChars} characters long; this one has ${length}.`,
-        { title: 'Caption too long' },
-      );
-    }
+    assertMaxChars(text, this.settings.maxCaptionChars, 'caption');
     return text.trim() === '' ? '' : text;
   }
 

@@ -96,7 +96,7 @@ function isPixelLimitError(error: unknown): boolean {
  * image of the same total size. The thumbnail is WebP (animated for animations).
  *
  * The decoding and encoding run on libuv's thread pool (sharp never blocks the event loop); how
- * many run at once is the caller's business (see ImageProcessor).
+ * many uploads are processed at once is the caller's business (AttachmentService's semaphore).
  */
 export async function processImage(
   input: Buffer,
@@ -134,10 +134,16 @@ export async function processImage(
     withoutEnlargement: true,
   });
   try {
-    const [image, thumb] = await Promise.all([
-      render(encode(base.clone().resize(fit(limits.maxDimension)), format), ACCEPTED_TYPES[format]),
-      render(base.clone().resize(fit(limits.thumbDimension)).webp({ quality: 75 }), 'image/webp'),
-    ]);
+    // One after the other: an upload then holds one thread of libuv's pool at a time, so the
+    // caller's bound on uploads is a bound on the pool threads they take from file I/O and crypto.
+    const image = await render(
+      encode(base.clone().resize(fit(limits.maxDimension)), format),
+      ACCEPTED_TYPES[format],
+    );
+    const thumb = await render(
+      base.clone().resize(fit(limits.thumbDimension)).webp({ quality: 75 }),
+      'image/webp',
+    );
     return { image, thumb, animated };
   } catch (error) {
     if (isPixelLimitError(error)) throw tooManyPixels(limits, `${width}×${height}`);

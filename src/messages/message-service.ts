@@ -125,16 +125,22 @@ export class MessageService {
     const text = cleanMessageText(body);
     if (text.trim() === '')
       throw new DomainError('invalid', 'Type a message first.', { title: 'Empty message' });
-    const length = [...text].length;
-    if (length > this.settings.maxMessageChars) {
-      throw new DomainError(
-        'too_large',
-        `A message can be at most ${this.settings.maxMessageChars} characters long; this one has ${length}.`,
-        { title: 'Message too long' },
-      );
-    }
+    assertMaxChars(text, this.settings.maxMessageChars, 'message');
     return text;
   }
+}
+
+/** Refuses a text longer than `max` characters, counted as people count them (code points). */
+export function assertMaxChars(text: string, max: number, what: 'message' | 'caption'): void {
+  const length = [...text].length;
+  if (length <= max) return;
+  throw new DomainError(
+    'too_large',
+    `A ${what} can be at most ${max} characters long; this one has ${length}.`,
+    {
+      title: what === 'message' ? 'Message too long' : 'Caption too long',
+    },
+  );
 }
 
 /** The sender's idempotency key from a form: absent, or a uuid. */
