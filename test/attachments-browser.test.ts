@@ -46,6 +46,14 @@ async function deliverFile(
   );
 }
 
+async function waitUntil(condition: () => boolean, explain: () => string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(explain());
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
 const loadedImages = (page: Page, selector: string) =>
   page.$$eval(selector, (found) =>
     found.map((image) => ({
@@ -73,11 +81,23 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
     const hostPage = hostSide.page;
     const guestPage = guestSide.page;
     try {
+      const notes: string[] = [];
+      for (const [who, page] of [
+        ['host', hostPage],
+        ['guest', guestPage],
+      ] as const) {
+        page.on('console', (message) => notes.push(`${who} console ${message.type()}: ${message.text()}`));
+        page.on('websocket', (socket) => {
+          notes.push(`${who} websocket ${socket.url()}`);
+          socket.on('close', () => notes.push(`${who} websocket closed`));
+        });
+      }
       await guestPage.goto(`${app.chatUrl}/rooms/${code}`);
       await hostPage.goto(`${app.chatUrl}/rooms/${code}`);
-      // both sockets are up once each sees the other online
-      await hostPage.waitForSelector('#partner-status .presence-online');
-      await guestPage.waitForSelector('#partner-status .presence-online');
+      await waitUntil(
+        () => app.services.hub.socketCount() === 2,
+        () => `sockets did not open:\n${notes.join('\n')}`,
+      );
 
       await hostPage.evaluate(() => {
         const progress = document.getElementById('upload-progress') as HTMLProgressElement;
