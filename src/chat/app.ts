@@ -86,7 +86,7 @@ export function serverOptions(resources: Resources, listener: 'chat' | 'admin') 
     trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
     bodyLimit: 64 * 1024,
     // Slow or idle clients cannot hold connections open for ever.
-    requestTimeout: 30_000,
+    requestTimeout: 120_000,
     connectionTimeout: 60_000,
     keepAliveTimeout: 10_000,
     routerOptions: { maxParamLength: 200 },
