@@ -87,6 +87,11 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
         ['guest', guestPage],
       ] as const) {
         page.on('console', (message) => notes.push(`${who} console ${message.type()}: ${message.text()}`));
+        page.on('pageerror', (error) => notes.push(`${who} page error: ${error.message}`));
+        page.on('requestfailed', (request) =>
+          notes.push(`${who} failed: ${request.url()} ${request.failure()?.errorText}`),
+        );
+        page.on('response', (response) => notes.push(`${who} ${response.status()} ${response.url()}`));
         page.on('websocket', (socket) => {
           notes.push(`${who} websocket ${socket.url()}`);
           socket.on('close', () => notes.push(`${who} websocket closed`));
@@ -209,6 +214,26 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
     } finally {
       await hostSide.context.close();
       await guestSide.context.close();
+    }
+  });
+
+  it('goes live even when the WebSocket extension arrives after htmx (slow network)', async () => {
+    const { code, host } = await openRoom(app.chat);
+    const { context, page } = await pageFor(browser, app, host);
+    try {
+      await page.route('**/static/js/vendor/hx-ws.js', async (route) => {
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        await route.continue();
+      });
+      const before = app.services.hub.socketCount();
+      await page.goto(`${app.chatUrl}/rooms/${code}`);
+      await waitUntil(
+        () => app.services.hub.socketCount() === before + 1,
+        () => 'the page never opened its socket',
+        5_000,
+      );
+    } finally {
+      await context.close();
     }
   });
 
