@@ -11,11 +11,12 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
  */
 export function isSameOrigin(request: FastifyRequest): boolean {
   const fetchSite = request.headers['sec-fetch-site'];
-  // Where the browser sends Sec-Fetch-Site (no page can set it), it decides: our pages send no
-  // referrer, and Chromium then posts their forms with `Origin: null`, which says nothing.
-  if (typeof fetchSite === 'string') return fetchSite === 'same-origin' || fetchSite === 'none';
+  if (typeof fetchSite === 'string' && fetchSite !== 'same-origin' && fetchSite !== 'none') return false;
   const origin = request.headers.origin;
   if (origin === undefined) return true;
+  // Under Referrer-Policy: no-referrer, browsers send `Origin: null` even on a same-origin form
+  // post; then Sec-Fetch-Site, which the browser sets and no page can, says where it came from.
+  if (origin === 'null') return fetchSite === 'same-origin';
   try {
     return new URL(origin).host === request.headers.host;
   } catch {
