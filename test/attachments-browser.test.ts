@@ -80,8 +80,9 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
     const guestSide = await pageFor(browser, app, guest);
     const hostPage = hostSide.page;
     const guestPage = guestSide.page;
+    // What both pages did, to tell what went wrong if a wait below times out.
+    const notes: string[] = [];
     try {
-      const notes: string[] = [];
       for (const [who, page] of [
         ['host', hostPage],
         ['guest', guestPage],
@@ -92,6 +93,7 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
           notes.push(`${who} failed: ${request.url()} ${request.failure()?.errorText}`),
         );
         page.on('response', (response) => notes.push(`${who} ${response.status()} ${response.url()}`));
+        page.on('dialog', (dialog) => notes.push(`${who} dialog: ${dialog.message()}`));
         page.on('websocket', (socket) => {
           notes.push(`${who} websocket ${socket.url()}`);
           socket.on('close', () => notes.push(`${who} websocket closed`));
@@ -101,7 +103,7 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
       await hostPage.goto(`${app.chatUrl}/rooms/${code}`);
       await waitUntil(
         () => app.services.hub.socketCount() === 2,
-        () => `sockets did not open:\n${notes.join('\n')}`,
+        () => 'the sockets did not open',
       );
 
       await hostPage.evaluate(() => {
@@ -211,9 +213,45 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
       const delivered = await loadedImages(guestPage, '#messages li.message-theirs img');
       assert.equal(delivered.length, 3);
       assert.equal((await storedCounts(app)).attachments, before.attachments + 2);
+    } catch (error) {
+      (error as Error).message += `\nstored: ${JSON.stringify(await storedCounts(app))}\n${notes.join('\n')}`;
+      throw error;
     } finally {
       await hostSide.context.close();
       await guestSide.context.close();
+    }
+  });
+
+  it('sends an image pasted while another is still uploading as a message of its own', async () => {
+    const { code, host } = await openRoom(app.chat);
+    const { context, page } = await pageFor(browser, app, host);
+    try {
+      let answers = 0;
+      await page.route('**/attachments', async (route) => {
+        // the first answer is slow, so the second image is pasted before the next id arrives
+        const response = await route.fetch();
+        if (answers++ === 0) await new Promise((resolve) => setTimeout(resolve, 800));
+        await route.fulfill({ response });
+      });
+      page.on('dialog', (dialog) => void dialog.accept());
+      await page.goto(`${app.chatUrl}/rooms/${code}`);
+      const before = await storedCounts(app);
+      await deliverFile(page, 'paste', {
+        name: 'one.png',
+        type: 'image/png',
+        data: await images.png(40, 40),
+      });
+      await deliverFile(page, 'paste', {
+        name: 'two.png',
+        type: 'image/png',
+        data: await images.png(50, 50),
+      });
+      await page.waitForFunction(
+        () => document.querySelectorAll('#messages li.message-mine img').length === 2,
+      );
+      assert.equal((await storedCounts(app)).attachments, before.attachments + 2);
+    } finally {
+      await context.close();
     }
   });
 

@@ -195,11 +195,29 @@
       });
   }
 
+  /** A version 4 uuid, also where crypto.randomUUID is missing (plain HTTP on a LAN). */
+  function newMessageId() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const hex = [...bytes].map((byte) => byte.toString(16).padStart(2, '0')).join('');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
   document.addEventListener('htmx:config:request', (event) => {
     const form = event.target;
     if (form !== uploadForm()) return;
     const file = form.querySelector('input[type="file"]')?.files?.[0];
-    if (file && !acceptable(form, file)) event.preventDefault();
+    if (file && !acceptable(form, file)) {
+      event.preventDefault();
+      return;
+    }
+    // This upload took the form's message id with it. An image dropped or pasted before its answer
+    // (and the next id) arrives is another message: with the same id it would be taken for a retry
+    // of this one and dropped.
+    const id = form.querySelector('input[name="client_msg_id"]');
+    if (id) id.value = newMessageId();
   });
 
   document.addEventListener('htmx:before:request', (event) => {
@@ -214,6 +232,16 @@
     event.detail.ctx.fetch = fetchWithUploadProgress((fraction) => {
       if (progress) progress.value = Math.round(fraction * 100);
     });
+  });
+
+  // No answer at all (network down): the image may have been stored. Trying again with its id
+  // stores it at most once.
+  document.addEventListener('htmx:error', (event) => {
+    const form = event.target;
+    const sent = event.detail?.ctx?.request?.body;
+    if (form !== uploadForm() || !(sent instanceof FormData) || event.detail?.ctx?.response) return;
+    const id = form.querySelector('input[name="client_msg_id"]');
+    if (id && sent.get('client_msg_id')) id.value = String(sent.get('client_msg_id'));
   });
 
   document.addEventListener('htmx:finally:request', (event) => {

@@ -43,7 +43,7 @@ const corrupt = () =>
 const tooManyPixels = (limits: ImageLimits, detail: string) =>
   new DomainError(
     'too_large',
-    `This image has too many pixels (${detail}); at most ${Math.floor(limits.maxPixels / 1_000_000)} megapixels, all frames together, are accepted.`,
+    `This image has too many pixels (${detail}); at most ${Math.floor(limits.maxPixels / 1_000_000)} megapixels (all frames together) and ${limits.maxFrames} frames are accepted.`,
     { title: 'Image too large' },
   );
 
