@@ -21,7 +21,13 @@ import {
 import { Client, openRoom } from './helpers/client.ts';
 import { insertImage, insertMessage, roomIdOf } from './helpers/messages.ts';
 
-const SCREENSHOTS = projectPath('docs', 'screenshots');
+/**
+ * Screenshots go to test-results/ on every run; `UPDATE_SCREENSHOTS=1 npm test` refreshes the
+ * ones the README shows (they change with every run: random codes, names and times).
+ */
+const SCREENSHOTS = process.env.UPDATE_SCREENSHOTS
+  ? projectPath('docs', 'screenshots')
+  : projectPath('test-results', 'screenshots');
 const DARK_BG = 'rgb(2, 6, 23)';
 const LIGHT_BG = 'rgb(248, 250, 252)';
 
