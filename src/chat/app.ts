@@ -17,7 +17,7 @@ import { fmt } from '../web/format.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
 import { securityHeadersPlugin } from '../web/security-headers.ts';
-import { themeOf } from '../web/theme.ts';
+import { returnPathOf, themeOf, themeRoutes } from '../web/theme.ts';
 import { devicePlugin } from './plugins/device.ts';
 import { rateLimitsPlugin } from './plugins/rate-limits.ts';
 import { sameOriginPlugin } from './plugins/same-origin.ts';
@@ -27,7 +27,6 @@ import { joinRoutes } from './routes/join.ts';
 import { liveRoutes } from './routes/live.ts';
 import { messageRoutes } from './routes/messages.ts';
 import { roomRoutes } from './routes/rooms.ts';
-import { themeRoutes } from './routes/theme.ts';
 
 export type ChatAppOptions = { resources: Resources; services: Services };
 
@@ -39,7 +38,12 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   await app.register(formBodyPlugin, { bodyLimit: 64 * 1024 });
   await app.register(renderPlugin, {
     views: services.views,
-    defaults: (request: FastifyRequest) => ({ theme: themeOf(request), fmt }),
+    defaults: (request: FastifyRequest) => ({
+      theme: themeOf(request),
+      returnTo: returnPathOf(request),
+      roomTtlHours: resources.config.roomTtlHours,
+      fmt,
+    }),
   });
   await app.register(errorHandlerPlugin);
   await app.register(fastifyStatic, {
@@ -62,7 +66,7 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   });
   await app.register(healthRoutes, { probe: services.health });
   await app.register(homeRoutes);
-  await app.register(themeRoutes);
+  await app.register(themeRoutes, { method: 'POST' });
   await app.register(fastifyWebsocket, {
     options: { maxPayload: 16 * 1024 },
     // On shutdown every socket hears 1012 (service restart), on which htmx reconnects.

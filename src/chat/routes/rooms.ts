@@ -54,6 +54,9 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
         room,
         me,
         partner,
+        // A snapshot for the first paint (and for pages without scripts); the socket keeps it live.
+        partnerOnline: partner ? services.hub.isOnline(room.id, partner.slot) : false,
+        shareUrl: shareUrl(request, room.code),
         messages: history,
         lastSeq: Math.max(room.lastSeq, ...history.map((message) => message.seq)),
         clientMsgId: randomUUID(),
@@ -83,6 +86,7 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
         { page: 'chat/room-pending', fragment: 'partials/activate-form' },
         pendingPage(request, access, {
           error: error.message,
+          returnTo: `/rooms/${access.room.code}`,
         }),
       );
     }
