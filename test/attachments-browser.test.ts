@@ -287,10 +287,13 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
       });
       await page.fill('#upload-caption', 'no script needed');
       await Promise.all([page.waitForURL(/#msg-1$/), page.click('#upload-form button[type="submit"]')]);
-      const image = await page.waitForSelector('#messages li.message-mine img');
+      // Without scripting the page shows the conversation in its self-refreshing frame.
+      const frame = page.frame({ url: /\/rooms\/[A-Z0-9]{4}\/messages/ });
+      assert.ok(frame, 'the conversation frame is there');
+      const image = await frame.waitForSelector('li.message-mine img');
       assert.equal(await image.getAttribute('alt'), 'Image: no script needed');
-      await page.waitForFunction(() => {
-        const found = document.querySelector('#messages li.message-mine img') as HTMLImageElement | null;
+      await frame.waitForFunction(() => {
+        const found = document.querySelector('li.message-mine img') as HTMLImageElement | null;
         return found?.complete && found.naturalWidth === 480;
       });
     } finally {

@@ -262,7 +262,7 @@ describe('in Chromium', () => {
     await guestFrame.locator('text=No messages yet.').waitFor();
 
     await guest.page.locator('#composer-body').fill('Sent without JavaScript');
-    await guest.page.getByRole('button', { name: 'Send' }).click();
+    await guest.page.getByRole('button', { name: 'Send', exact: true }).click();
     await guest.page.waitForURL(new RegExp(`/rooms/${code}#msg-1$`));
     await guestFrame.locator('li.message-mine', { hasText: 'Sent without JavaScript' }).waitFor();
 
@@ -273,7 +273,7 @@ describe('in Chromium', () => {
     });
     assert.match(await textOf(hostFrame, 'li.message-theirs .message-sender'), new RegExp(guestName));
     await host.page.locator('#composer-body').fill('Reply, also plain HTML');
-    await host.page.getByRole('button', { name: 'Send' }).click();
+    await host.page.getByRole('button', { name: 'Send', exact: true }).click();
     await guestFrame.locator('li.message-theirs', { hasText: 'Reply, also plain HTML' }).waitFor({
       timeout: 12_000,
     });
@@ -379,7 +379,7 @@ describe('in Chromium', () => {
     // The line drops with 1012 (service restart: htmx reconnects); a message is sent meanwhile.
     await sockets[0]?.page.close({ code: 1012, reason: 'restart' });
     await guest.page.locator('#composer-body').fill('sent while the host was away');
-    await guest.page.getByRole('button', { name: 'Send' }).click();
+    await guest.page.getByRole('button', { name: 'Send', exact: true }).click();
     await host.page.locator('li.message-theirs', { hasText: 'sent while the host was away' }).waitFor();
     assert.equal(sockets.length, 2, 'one reconnect');
     // The new socket asked for what came after the last message on the page, not after 0.
@@ -452,7 +452,7 @@ describe('in Chromium', () => {
     const page = host.page;
     await page.goto(`${app.chatUrl}/rooms/${code}`);
     const order: string[] = [];
-    for (let step = 0; step < 9; step++) {
+    for (let step = 0; step < 12; step++) {
       await page.keyboard.press('Tab');
       order.push(
         await page.evaluate(() => {
@@ -474,13 +474,15 @@ describe('in Chromium', () => {
         'main:Conversation with yo',
         'composer-body:',
         'button:Send',
+        'upload-file:',
+        'upload-caption:',
+        'button:Send image',
         'a:Download transcript',
       ],
     );
     for (const entry of order) assert.doesNotMatch(entry, /:none$/, `visible focus: ${entry}`);
-    // Type and send with the keyboard only.
-    await page.keyboard.press('Shift+Tab');
-    await page.keyboard.press('Shift+Tab');
+    // Type and send with the keyboard only (back past the upload form to the message box).
+    for (let step = 0; step < 5; step++) await page.keyboard.press('Shift+Tab');
     await page.keyboard.type('typed with the keyboard');
     await page.keyboard.press('Enter');
     await page.locator('li.message-mine', { hasText: 'typed with the keyboard' }).waitFor();
