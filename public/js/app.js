@@ -288,31 +288,15 @@
     scrollToBottom();
     fitComposer();
   });
-})();
 
-// ---------------------------------------------------------------------------------------------
-// Image uploads. Without this block the upload form posts and the page comes back (303). With
-// it: the file size is checked before sending, a progress bar follows the upload, the form
-// empties after a successful send, and an image dropped on the conversation or pasted is sent
-// through the same form once the user confirms.
-// ---------------------------------------------------------------------------------------------
-(() => {
+  // -------------------------------------------------------------------------------------------
+  // Image uploads. Without this block the upload form posts and the page comes back (303). With
+  // it: the file size is checked before sending, a progress bar follows the upload, the form
+  // empties after a successful send, and an image dropped on the conversation or pasted is sent
+  // through the same form once the user confirms.
+  // -------------------------------------------------------------------------------------------
   const uploadForm = () => document.getElementById('upload-form');
   const ACCEPTED = /^image\/(jpeg|png|webp|gif)$/;
-
-  function showNotice(title, message) {
-    const area = document.getElementById('notice');
-    if (!area) return;
-    const box = document.createElement('div');
-    box.className = 'notice notice-error';
-    const heading = document.createElement('p');
-    heading.className = 'notice-title';
-    heading.textContent = title;
-    const text = document.createElement('p');
-    text.textContent = message;
-    box.append(heading, text);
-    area.replaceChildren(box);
-  }
 
   function formatSize(bytes) {
     return bytes < 1024 * 1024
