@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, FrameLocator, Page, WebSocketRoute } from 'playwright-core';
+import { z } from 'zod';
+import { sql } from '../src/infra/db.ts';
 import { projectPath } from '../src/paths.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
 import {
@@ -235,6 +237,35 @@ describe('in Chromium', () => {
     await page.unroute('**/*.js');
     assert.deepEqual(errors, []);
     await context.close();
+  });
+
+  it('keeps a second message typed while the first is on its way, and stores both', async () => {
+    const host = await openDevice(browser);
+    const { code } = await hostRoom(host.page, app.chatUrl);
+    // The first answer is slow; the second message is typed and sent before it arrives.
+    let delayed = false;
+    await host.page.route(`**/rooms/${code}/messages`, async (route) => {
+      if (route.request().method() === 'POST' && !delayed) {
+        delayed = true;
+        await new Promise((resolve) => setTimeout(resolve, 800));
+      }
+      await route.continue();
+    });
+    const box = host.page.locator('#composer-body');
+    await box.fill('first message');
+    await box.press('Enter');
+    await box.fill('second message');
+    await host.page.locator('#composer button[type="submit"]').click();
+    await host.page.locator('#messages li', { hasText: 'second message' }).waitFor();
+    await host.page.locator('#messages li', { hasText: 'first message' }).waitFor();
+    await box.fill('third, still typing');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(await box.inputValue(), 'third, still typing', 'an answer never wipes newer text');
+    const stored = await app.resources.db.oneFirst(sql.type(z.object({ count: z.number() }))`
+      SELECT count(*)::int AS count FROM messages m JOIN rooms r ON r.id = m.room_id
+      WHERE r.code = ${code} AND r.status = 'active'`);
+    assert.equal(stored, 2, 'both messages are stored');
+    await host.context.close();
   });
 
   it('shows a third device the not-found page, the same as for a code that does not exist', async () => {

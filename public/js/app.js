@@ -179,25 +179,43 @@
   });
 
   const isComposer = (event) => event.target instanceof HTMLFormElement && event.target.id === 'composer';
+  // Each submission takes the form's message id with it, and the form gets a fresh one at once:
+  // a second message sent while the first is on its way is another message, not a retry of it.
+  document.addEventListener('htmx:config:request', (event) => {
+    if (!isComposer(event)) return;
+    const ctx = event.detail?.ctx;
+    const sent = ctx?.request?.body;
+    if (ctx && sent instanceof FormData) ctx.sentText = String(sent.get('body') ?? '');
+    const id = event.target.querySelector('input[name="client_msg_id"]');
+    if (id) id.value = newMessageId();
+  });
   document.addEventListener('htmx:before:request', (event) => {
     if (isComposer(event)) sending = true;
   });
   document.addEventListener('htmx:finally:request', (event) => {
     if (isComposer(event)) sending = false;
   });
-  // After a successful send the composer empties (a failed one keeps the text for another try).
+  // After a successful send the box empties, unless more was typed meanwhile (that stays).
   document.addEventListener('htmx:after:request', (event) => {
     if (!isComposer(event)) return;
-    const status = event.detail?.ctx?.response?.status ?? 0;
+    const ctx = event.detail?.ctx;
+    const status = ctx?.response?.status ?? 0;
     if (status >= 200 && status < 300) {
       const body = composerBody();
-      if (body) body.value = '';
+      if (body && body.value === ctx.sentText) body.value = '';
       fitComposer();
       document.getElementById('notice')?.replaceChildren();
     }
   });
   document.addEventListener('htmx:error', (event) => {
     if (!isComposer(event) || event.detail?.ctx?.response) return;
+    // No answer at all: the message may have been stored. Sent again with its own id, it is
+    // stored at most once.
+    const sent = event.detail?.ctx?.request?.body;
+    const id = event.target.querySelector('input[name="client_msg_id"]');
+    if (id && sent instanceof FormData && composerBody()?.value === String(sent.get('body') ?? '')) {
+      id.value = String(sent.get('client_msg_id'));
+    }
     showNotice('Not sent', 'The server could not be reached. Your message is still in the box; try again.');
   });
 
