@@ -3,9 +3,9 @@
  * (DATABASE_URL, or the embedded database under DATA_DIR when it is unset).
  */
 import { ConfigError, loadConfig } from '../src/config.ts';
-import { createDbPool, migrate } from '../src/infra/db.ts';
-import { startEmbeddedPostgres } from '../src/infra/embedded-postgres.ts';
+import { migrate } from '../src/infra/db.ts';
 import { createLogger } from '../src/infra/logger.ts';
+import { openDatabase } from '../src/infra/open-database.ts';
 import { projectPath } from '../src/paths.ts';
 
 let config: ReturnType<typeof loadConfig>;
@@ -17,14 +17,10 @@ try {
   process.exit(1);
 }
 const logger = createLogger(config.logLevel);
-const embedded = config.databaseUrl
-  ? undefined
-  : await startEmbeddedPostgres({ dataDir: `${config.dataDir}/pg`, database: 'chittychat', logger });
-const pool = await createDbPool(config.databaseUrl ?? (embedded?.url as string));
+const { db, close } = await openDatabase(config, logger);
 try {
-  const result = await migrate(pool, projectPath('migrations'));
+  const result = await migrate(db, projectPath('migrations'));
   logger.info(result, result.applied.length > 0 ? 'migrations applied' : 'database is up to date');
 } finally {
-  await pool.end();
-  await embedded?.stop();
+  await close();
 }

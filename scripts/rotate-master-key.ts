@@ -11,10 +11,9 @@ import { ConfigError, loadConfig } from '../src/config.ts';
 import { Keyring } from '../src/crypto/keyring.ts';
 import { RoomKeys } from '../src/crypto/room-keys.ts';
 import { systemClock } from '../src/infra/clock.ts';
-import { createDbPool } from '../src/infra/db.ts';
-import { startEmbeddedPostgres } from '../src/infra/embedded-postgres.ts';
 import { createLogger } from '../src/infra/logger.ts';
 import { loadOrCreateMasterKeyFile } from '../src/infra/master-key.ts';
+import { openDatabase } from '../src/infra/open-database.ts';
 
 let config: ReturnType<typeof loadConfig>;
 try {
@@ -25,10 +24,7 @@ try {
   process.exit(1);
 }
 const logger = createLogger(config.logLevel);
-const embedded = config.databaseUrl
-  ? undefined
-  : await startEmbeddedPostgres({ dataDir: `${config.dataDir}/pg`, database: 'chittychat', logger });
-const db = await createDbPool(config.databaseUrl ?? (embedded?.url as string));
+const { db, close } = await openDatabase(config, logger);
 try {
   const masterKey = config.masterKey ?? (await loadOrCreateMasterKeyFile(config.dataDir, logger));
   const keyring = new Keyring(masterKey, config.masterKeyPrevious);
@@ -44,6 +40,5 @@ try {
   );
   process.exitCode = result.failed.length === 0 ? 0 : 2;
 } finally {
-  await db.end();
-  await embedded?.stop();
+  await close();
 }

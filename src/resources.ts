@@ -4,11 +4,11 @@ import type { Config } from './config.ts';
 import { Keyring } from './crypto/keyring.ts';
 import { type Bus, createMemoryBus, createRedisBus, redisClientOptions } from './infra/bus.ts';
 import { type Clock, systemClock } from './infra/clock.ts';
-import { createDbPool, type DatabasePool, migrate } from './infra/db.ts';
-import { type EmbeddedDatabase, startEmbeddedPostgres } from './infra/embedded-postgres.ts';
+import { type DatabasePool, migrate } from './infra/db.ts';
 import type { Logger } from './infra/logger.ts';
 import { loadOrCreateMasterKeyFile } from './infra/master-key.ts';
 import { createFsObjectStore, createMinioObjectStore, type ObjectStore } from './infra/object-store.ts';
+import { openDatabase } from './infra/open-database.ts';
 import { projectPath } from './paths.ts';
 
 /** The shared parts both listeners run on, opened once per process. */
@@ -46,19 +46,8 @@ export async function openResources(
   };
 
   try {
-    let databaseUrl = config.databaseUrl;
-    if (databaseUrl === undefined) {
-      const embedded: EmbeddedDatabase = await startEmbeddedPostgres({
-        dataDir: path.join(config.dataDir, 'pg'),
-        database: 'chittychat',
-        logger,
-      });
-      closers.push(() => embedded.stop());
-      databaseUrl = embedded.url;
-      logger.info({ port: embedded.port }, 'embedded PostgreSQL started');
-    }
-    const db = await createDbPool(databaseUrl);
-    closers.push(() => db.end());
+    const { db, close: closeDatabase } = await openDatabase(config, logger);
+    closers.push(closeDatabase);
     const migrations = await migrate(db, projectPath('migrations'));
     if (migrations.applied.length > 0)
       logger.info({ applied: migrations.applied }, 'database migrations applied');

@@ -1,6 +1,7 @@
 import type { Eta } from 'eta';
 import { ArchiveService } from './archive/archive-service.ts';
 import { RetentionService } from './archive/retention.ts';
+import { AttachmentService } from './attachments/attachment-service.ts';
 import { AuditLog } from './audit/audit-log.ts';
 import { RoomKeys } from './crypto/room-keys.ts';
 import { MessageService } from './messages/message-service.ts';
@@ -24,6 +25,7 @@ export type Services = {
   roomKeys: RoomKeys;
   rooms: RoomService;
   messages: MessageService;
+  attachments: AttachmentService;
   writer: MessageWriter;
   hub: RealtimeHub;
   sweeper: Sweeper;
@@ -56,6 +58,10 @@ export async function createServices(resources: Resources, options: ServiceOptio
   const messages = new MessageService(
     { db, roomKeys, writer, hub, logger },
     { maxMessageChars: config.maxMessageChars },
+  );
+  const attachments = new AttachmentService(
+    { db, store: resources.store, roomKeys, messages, clock, logger },
+    { maxCaptionChars: config.maxMessageChars },
   );
   // Sockets of a room that ended (here or, through the bus, anywhere) hear it and close.
   rooms.onRoomsEnded((ended) => {
@@ -97,6 +103,7 @@ export async function createServices(resources: Resources, options: ServiceOptio
     roomKeys,
     rooms,
     messages,
+    attachments,
     writer,
     hub,
     sweeper,

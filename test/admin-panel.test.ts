@@ -39,8 +39,11 @@ describe('admin panel', () => {
       assert.match(row, new RegExp(`href="/rooms/${roomId}"`));
       assert.match(row, /admin-badge-active">active</);
       assert.ok(row.includes(hostName) && row.includes(guestName), 'both names');
-      assert.match(row, /<td class="admin-num">3<\/td>\s*<td class="admin-num">1<\/td>/);
-      assert.match(row, /<td>24 h<\/td>/, 'time left');
+      assert.match(
+        row,
+        /<td data-label="Messages" class="admin-num">3<\/td>\s*<td data-label="Images" class="admin-num">1<\/td>/,
+      );
+      assert.match(row, /<td data-label="Time left">24 h<\/td>/, 'time left');
 
       const counts = await app.resources.db.one(sql.type(
         z.object({ active: z.number(), messages: z.number(), images: z.number() }),
@@ -233,7 +236,9 @@ describe('admin panel', () => {
 
       const byCode = await get(`/audit?code=${a.code.toLowerCase()}`);
       assert.equal(byCode.statusCode, 200);
-      const actions = [...byCode.body.matchAll(/<td class="font-mono">([a-z_.]+)<\/td>/g)].map((m) => m[1]);
+      const actions = [
+        ...byCode.body.matchAll(/<td data-label="Action" class="font-mono">([a-z_.]+)<\/td>/g),
+      ].map((m) => m[1]);
       assert.deepEqual(actions, ['room.join', 'room.activate', 'room.create']);
       assert.ok(!byCode.body.includes(`>${b.code}</a>`));
 
@@ -244,8 +249,8 @@ describe('admin panel', () => {
       for (const ip of ['203.0.113.55', '203.0.113.0/24']) {
         const byIp = await get(`/audit?ip=${encodeURIComponent(ip)}`);
         assert.equal(byIp.statusCode, 200);
-        assert.match(byIp.body, /<td class="font-mono">203\.0\.113\.55<\/td>/);
-        assert.doesNotMatch(byIp.body, /<td class="font-mono">192\.0\.2\.10<\/td>/);
+        assert.match(byIp.body, /<td data-label="IP" class="font-mono">203\.0\.113\.55<\/td>/);
+        assert.doesNotMatch(byIp.body, /<td data-label="IP" class="font-mono">192\.0\.2\.10<\/td>/);
       }
       for (const bad of ['300.1.1.1', 'banana', '10.0.0.0/33']) {
         const invalid = await get(`/audit?ip=${encodeURIComponent(bad)}`);

@@ -294,7 +294,11 @@ describe('retention', () => {
     const dashboard = await app.admin.inject({ url: '/?status=shredded', ...ADMIN });
     const row = new RegExp(`<tr data-room="${code}">([\\s\\S]*?)</tr>`).exec(dashboard.body)?.[1] ?? '';
     assert.match(row, /admin-badge-shredded">shredded</);
-    assert.match(row, /<td class="admin-num">3<\/td>\s*<td class="admin-num">1<\/td>/, 'metadata kept');
+    assert.match(
+      row,
+      /<td data-label="Messages" class="admin-num">3<\/td>\s*<td data-label="Images" class="admin-num">1<\/td>/,
+      'metadata kept',
+    );
 
     const page = await app.admin.inject({ url: `/rooms/${roomId}`, ...ADMIN });
     assert.equal(page.statusCode, 200);

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { z } from 'zod';
+import { sql } from '../src/infra/db.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
 
 describe('views', () => {
@@ -69,6 +71,48 @@ describe('views', () => {
     assert.match(page.body, /<html lang="en" data-theme="dark">/);
     const bogus = await app.chat.inject({ url: '/', cookies: { theme: '"><script>' } });
     assert.match(bogus.body, /<html lang="en" data-theme="system">/);
+  });
+
+  it('answers a scripted theme change with 204 (the page applied it), and puts a switch on every page', async () => {
+    const scripted = await app.chat.inject({
+      method: 'POST',
+      url: '/theme',
+      payload: 'theme=light&return_to=%2F',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'hx-request': 'true' },
+    });
+    assert.equal(scripted.statusCode, 204);
+    assert.equal(scripted.cookies.find((c) => c.name === 'theme')?.value, 'light');
+    for (const url of ['/', '/host', '/join', '/join?code=ABCD', '/no-such-page']) {
+      const page = await app.chat.inject({ url, cookies: { theme: 'light' } });
+      assert.match(page.body, /<form class="theme-switch[^"]*" method="post" action="\/theme"/, url);
+      assert.match(page.body, /<button type="submit" name="theme" value="light" aria-pressed="true"/, url);
+      // Back to the page itself; an error page (which must not echo its URL) goes back home.
+      const back = /name="return_to" value="([^"]*)"/.exec(page.body)?.[1];
+      assert.equal(back, page.statusCode < 400 ? url : '/', url);
+    }
+  });
+
+  it('lets the read-only admin panel switch the theme with a GET form, unaudited', async () => {
+    const dashboard = await app.admin.inject({ url: '/', remoteAddress: '127.0.0.1' });
+    assert.match(dashboard.body, /<form class="theme-switch[^"]*" method="get" action="\/theme"/);
+    const switched = await app.admin.inject({
+      url: '/theme?theme=dark&return_to=%2Faudit',
+      remoteAddress: '127.0.0.1',
+    });
+    assert.equal(switched.statusCode, 303);
+    assert.equal(switched.headers.location, '/audit');
+    assert.equal(switched.cookies.find((c) => c.name === 'theme')?.value, 'dark');
+    const scripted = await app.admin.inject({
+      url: '/theme?theme=system',
+      remoteAddress: '127.0.0.1',
+      headers: { 'hx-request': 'true' },
+    });
+    assert.equal(scripted.statusCode, 204);
+    const posted = await app.admin.inject({ method: 'POST', url: '/theme', remoteAddress: '127.0.0.1' });
+    assert.equal(posted.statusCode, 405, 'still read-only');
+    const themeViews = await app.resources.db.oneFirst(sql.type(z.object({ count: z.number() }))`
+      SELECT count(*)::int AS count FROM audit_events WHERE detail->>'path' = '/theme'`);
+    assert.equal(themeViews, 0, 'a theme preference is not a view of anything');
   });
 
   it('refuses a theme that is not offered, and an off-site return path', async () => {

@@ -308,6 +308,21 @@ describe('rooms', () => {
       );
       assert.equal(sameOrigin.statusCode, 303);
       assert.equal((await client.post('/rooms')).statusCode, 303);
+      // A browser's own form post under our no-referrer policy: Origin null, Sec-Fetch-Site same-origin.
+      const nullOrigin = { origin: 'null', host: 'chat.example' };
+      const ownForm = await client.post(
+        '/rooms',
+        {},
+        { headers: { ...nullOrigin, 'sec-fetch-site': 'same-origin' } },
+      );
+      assert.equal(ownForm.statusCode, 303);
+      assert.equal((await client.post('/rooms', {}, { headers: nullOrigin })).statusCode, 403);
+      const sandboxed = await client.post(
+        '/rooms',
+        {},
+        { headers: { ...nullOrigin, 'sec-fetch-site': 'cross-site' } },
+      );
+      assert.equal(sandboxed.statusCode, 403);
     });
   });
 

@@ -1,9 +1,12 @@
 // ChittyChattyChat progressive enhancement. Every feature works without this file (forms post,
-// pages refresh); with it, the room is live, Enter sends, times are local, the title counts.
+// pages refresh, the conversation frame reloads itself); with it, the room is live, Enter sends,
+// times and day separators are local, partner messages are announced and counted in the title,
+// and the theme switch applies at once.
 (() => {
   const messages = () => document.getElementById('messages');
+  const scroller = () => document.querySelector('.chat-main') ?? document.scrollingElement;
 
-  /** The highest message seq on the page: a reconnecting socket asks for what came after it. */
+  /** The highest message seq on the page: a (re)connecting socket asks for what came after it. */
   function lastSeq() {
     let max = 0;
     for (const item of messages()?.querySelectorAll('[data-seq]') ?? []) {
@@ -13,6 +16,8 @@
     return max;
   }
 
+  // hx-ws fires this before the first connection and before every reconnect; the URL it then
+  // opens is connection.url, so the catch-up starts after what the page already shows.
   document.addEventListener('htmx:ws:before:connection', (event) => {
     const connection = event.detail?.connection;
     if (!connection?.url) return;
@@ -21,9 +26,12 @@
     connection.url = url.toString();
   });
 
-  // Local times: the server renders UTC; the reader's clock is better.
+  // ---- Times: the server renders UTC; the reader's clock and time zone are better. ----------
   const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
   const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long', day: 'numeric', month: 'long' });
+  const dayYearFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'long' });
+
   function localizeTimes(root) {
     for (const element of root.querySelectorAll('time[data-local-time]')) {
       const date = new Date(element.getAttribute('datetime'));
@@ -53,67 +61,419 @@
     }
   }
 
-  // Keep the newest message in view when the reader is already near the bottom.
-  function nearBottom() {
-    const scroller = document.scrollingElement;
-    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 160;
-  }
-  function scrollToBottom() {
-    const list = messages();
-    list?.lastElementChild?.scrollIntoView({ block: 'end' });
+  const localDayKey = (date) => `${date.getFullYear()}-${date.getMonth() + 1}-${date.getDate()}`;
+
+  function dayLabel(date) {
+    const today = new Date();
+    const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (localDayKey(date) === localDayKey(today)) return 'Today';
+    if (localDayKey(date) === localDayKey(yesterday)) return 'Yesterday';
+    return (date.getFullYear() === today.getFullYear() ? dayFormat : dayYearFormat).format(date);
   }
 
-  // Unseen messages in the title while the tab is hidden.
+  /**
+   * Day separators live inside the first message of each day (so the list stays ordered by
+   * data-seq alone); which message is first depends on the reader's time zone, so it is decided
+   * here for every message, whatever order they arrived in.
+   */
+  function labelDays() {
+    let previous = null;
+    for (const item of messages()?.querySelectorAll('li[data-seq]') ?? []) {
+      const stamp = item.querySelector('.message-meta time')?.getAttribute('datetime');
+      const divider = item.querySelector('.day-divider');
+      if (!stamp || !divider) continue;
+      const date = new Date(stamp);
+      const key = localDayKey(date);
+      divider.hidden = key === previous;
+      if (key !== previous) {
+        const label = divider.querySelector('time') ?? divider;
+        const text = dayLabel(date);
+        if (label.textContent !== text) label.textContent = text;
+      }
+      previous = key;
+    }
+  }
+
+  // ---- Scrolling: keep the newest message in view while the reader is at the bottom. ---------
+  let atBottom = true;
+  const distanceFromBottom = (element) => element.scrollHeight - element.scrollTop - element.clientHeight;
+  function scrollToBottom() {
+    const element = scroller();
+    if (element) element.scrollTop = element.scrollHeight;
+    atBottom = true;
+  }
+
+  // ---- Attention: partner messages are announced once, and counted in the title when hidden. ---
   const baseTitle = document.title;
   let unseen = 0;
-  document.addEventListener('visibilitychange', () => {
-    if (!document.hidden) {
-      unseen = 0;
-      document.title = baseTitle;
+  function resetUnseen() {
+    if (document.hidden) return;
+    unseen = 0;
+    document.title = baseTitle;
+  }
+  document.addEventListener('visibilitychange', resetUnseen);
+  window.addEventListener('focus', resetUnseen);
+
+  function announce(item) {
+    const announcer = document.getElementById('announcer');
+    if (!announcer) return;
+    const sender = item.querySelector('.message-sender')?.textContent?.trim() || 'Your partner';
+    const text = item.querySelector('.message-text')?.textContent?.trim() ?? '';
+    const line = document.createElement('p');
+    line.textContent = item.querySelector('.message-image')
+      ? `${sender} sent an image${text ? `: ${text}` : ''}`
+      : `${sender}: ${text}`;
+    announcer.append(line);
+    while (announcer.childElementCount > 5) announcer.firstElementChild?.remove();
+  }
+
+  /** Messages already shown. Anything else added to the list is new (the socket and a send's
+   * response may both bring the same message; a reconnect may bring it again: counted once). */
+  const known = new Set();
+  function onMessagesAdded(records) {
+    const fresh = [];
+    for (const record of records) {
+      for (const node of record.addedNodes) {
+        if (!(node instanceof HTMLElement) || !node.matches('li[data-seq]')) continue;
+        const seq = node.getAttribute('data-seq');
+        if (known.has(seq)) continue;
+        known.add(seq);
+        fresh.push(node);
+      }
     }
+    labelDays();
+    if (fresh.length === 0) return;
+    const mineAdded = fresh.some((item) => item.classList.contains('message-mine'));
+    for (const item of fresh) {
+      localizeTimes(item);
+      if (!item.classList.contains('message-theirs')) continue;
+      announce(item);
+      if (document.hidden) unseen += 1;
+    }
+    if (unseen > 0 && document.hidden) document.title = `(${unseen}) ${baseTitle}`;
+    if (mineAdded || atBottom) scrollToBottom();
+  }
+
+  // ---- Composer: Enter sends, Shift+Enter adds a line, the box grows with its text. -----------
+  const composerBody = () => document.getElementById('composer-body');
+  let sending = false;
+  const growsByItself = typeof CSS !== 'undefined' && CSS.supports?.('field-sizing', 'content');
+  function fitComposer() {
+    const body = composerBody();
+    if (!body || growsByItself) return;
+    // CSSOM, not a style attribute: allowed under the strict CSP.
+    body.style.height = 'auto';
+    body.style.height = `${Math.min(body.scrollHeight + 2, 160)}px`;
+  }
+  document.addEventListener('input', (event) => {
+    if (event.target instanceof HTMLTextAreaElement && event.target.id === 'composer-body') fitComposer();
   });
 
-  let wasNearBottom = true;
-  document.addEventListener('htmx:before:swap', () => {
-    wasNearBottom = nearBottom();
-  });
-  document.addEventListener('htmx:after:swap', () => {
-    localizeTimes(document);
-    if (wasNearBottom) scrollToBottom();
-  });
-  document.addEventListener('htmx:ws:after:message:incoming', (event) => {
-    const data = event.detail?.message?.data;
-    if (typeof data === 'string' && data.includes('message-theirs') && document.hidden) {
-      unseen += 1;
-      document.title = `(${unseen}) ${baseTitle}`;
-    }
-  });
-
-  // After a successful send the composer empties (a failed one keeps the text for another try).
-  document.addEventListener('htmx:after:request', (event) => {
-    const form = event.target;
-    if (!(form instanceof HTMLFormElement) || form.id !== 'composer') return;
-    const status = event.detail?.ctx?.response?.status ?? 0;
-    if (status >= 200 && status < 300) {
-      const body = form.querySelector('textarea[name="body"]');
-      if (body) body.value = '';
-      document.getElementById('notice')?.replaceChildren();
-    }
-  });
-
-  // Enter sends, Shift+Enter adds a line.
   document.addEventListener('keydown', (event) => {
     const target = event.target;
     if (!(target instanceof HTMLTextAreaElement) || target.id !== 'composer-body') return;
     if (event.key !== 'Enter' || event.shiftKey || event.isComposing) return;
     event.preventDefault();
-    if (target.value.trim() !== '') target.form?.requestSubmit();
+    // While a send is on its way the text stays in the box (no double send, nothing lost).
+    if (!sending && target.value.trim() !== '') target.form?.requestSubmit();
   });
+
+  const isComposer = (event) => event.target instanceof HTMLFormElement && event.target.id === 'composer';
+  // Each submission takes the form's message id with it, and the form gets a fresh one at once:
+  // a second message sent while the first is on its way is another message, not a retry of it.
+  document.addEventListener('htmx:config:request', (event) => {
+    if (!isComposer(event)) return;
+    const ctx = event.detail?.ctx;
+    const sent = ctx?.request?.body;
+    if (ctx && sent instanceof FormData) ctx.sentText = String(sent.get('body') ?? '');
+    const id = event.target.querySelector('input[name="client_msg_id"]');
+    if (id) id.value = newMessageId();
+  });
+  document.addEventListener('htmx:before:request', (event) => {
+    if (isComposer(event)) sending = true;
+  });
+  document.addEventListener('htmx:finally:request', (event) => {
+    if (isComposer(event)) sending = false;
+  });
+  // After a successful send the box empties, unless more was typed meanwhile (that stays).
+  document.addEventListener('htmx:after:request', (event) => {
+    if (!isComposer(event)) return;
+    const ctx = event.detail?.ctx;
+    const status = ctx?.response?.status ?? 0;
+    if (status >= 200 && status < 300) {
+      const body = composerBody();
+      if (body && body.value === ctx.sentText) body.value = '';
+      fitComposer();
+      document.getElementById('notice')?.replaceChildren();
+    }
+  });
+  document.addEventListener('htmx:error', (event) => {
+    if (!isComposer(event) || event.detail?.ctx?.response) return;
+    // No answer at all: the message may have been stored. Sent again with its own id, it is
+    // stored at most once.
+    const sent = event.detail?.ctx?.request?.body;
+    const id = event.target.querySelector('input[name="client_msg_id"]');
+    if (id && sent instanceof FormData && composerBody()?.value === String(sent.get('body') ?? '')) {
+      id.value = String(sent.get('client_msg_id'));
+    }
+    showNotice('Not sent', 'The server could not be reached. Your message is still in the box; try again.');
+  });
+
+  function showNotice(title, message) {
+    const notice = document.getElementById('notice');
+    if (!notice) return;
+    const box = document.createElement('div');
+    box.className = 'notice notice-error';
+    const heading = document.createElement('p');
+    heading.className = 'notice-title';
+    heading.textContent = title;
+    const text = document.createElement('p');
+    text.textContent = message;
+    box.append(heading, text);
+    notice.replaceChildren(box);
+  }
+
+  // ---- Theme: the form works without JS; here it applies at once and is remembered in the
+  // background (204), with the plain form as the fallback when that fails. ---------------------
+  function applyTheme(theme) {
+    document.documentElement.setAttribute('data-theme', theme);
+    const scheme = theme === 'system' ? 'light dark' : theme;
+    document.querySelector('meta[name="color-scheme"]')?.setAttribute('content', scheme);
+    for (const button of document.querySelectorAll('[data-theme-switch] button[name="theme"]')) {
+      button.setAttribute('aria-pressed', String(button.value === theme));
+    }
+  }
+  document.addEventListener('submit', async (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.hasAttribute('data-theme-switch')) return;
+    const submitter = event.submitter;
+    if (form.dataset.plain || !(submitter instanceof HTMLButtonElement)) return;
+    event.preventDefault();
+    const theme = submitter.value;
+    applyTheme(theme);
+    const fields = new URLSearchParams({ theme, return_to: location.pathname + location.search });
+    try {
+      const get = form.method.toLowerCase() === 'get';
+      const response = await fetch(get ? `${form.action}?${fields}` : form.action, {
+        method: get ? 'GET' : 'POST',
+        headers: { 'HX-Request': 'true' },
+        ...(get ? {} : { body: fields }),
+      });
+      if (!response.ok) throw new Error(`theme not saved: ${response.status}`);
+    } catch {
+      form.dataset.plain = 'true';
+      form.requestSubmit(submitter);
+    }
+  });
+
+  // ---- Copy the share link (only where the clipboard is available). --------------------------
+  document.addEventListener('click', async (event) => {
+    const button = event.target instanceof Element ? event.target.closest('[data-copy-text]') : null;
+    if (!button) return;
+    try {
+      await navigator.clipboard.writeText(button.getAttribute('data-copy-text'));
+      button.textContent = 'Link copied';
+    } catch {
+      button.textContent = 'Copy failed: select the link';
+    }
+  });
+
+  document.addEventListener('htmx:after:swap', () => localizeTimes(document));
 
   document.addEventListener('DOMContentLoaded', () => {
     localizeTimes(document);
     updateCountdowns();
-    setInterval(updateCountdowns, 30000);
-    if (messages()) scrollToBottom();
+    setInterval(() => {
+      updateCountdowns();
+      labelDays();
+    }, 30000);
+    if (navigator.clipboard) {
+      for (const button of document.querySelectorAll('[data-copy-text]')) button.hidden = false;
+    }
+    const list = messages();
+    if (!list) return;
+    for (const item of list.querySelectorAll('li[data-seq]')) known.add(item.getAttribute('data-seq'));
+    labelDays();
+    new MutationObserver(onMessagesAdded).observe(list, { childList: true });
+    const element = scroller();
+    element.addEventListener('scroll', () => {
+      atBottom = distanceFromBottom(element) < 80;
+    });
+    // The on-screen keyboard shrinks the conversation: stay at the bottom if we were there.
+    new ResizeObserver(() => {
+      if (atBottom) scrollToBottom();
+    }).observe(element);
+    scrollToBottom();
+    fitComposer();
+  });
+
+  // -------------------------------------------------------------------------------------------
+  // Image uploads. Without this block the upload form posts and the page comes back (303). With
+  // it: the file size is checked before sending, a progress bar follows the upload, the form
+  // empties after a successful send, and an image dropped on the conversation or pasted is sent
+  // through the same form once the user confirms.
+  // -------------------------------------------------------------------------------------------
+  const uploadForm = () => document.getElementById('upload-form');
+  const ACCEPTED = /^image\/(jpeg|png|webp|gif)$/;
+
+  function formatSize(bytes) {
+    return bytes < 1024 * 1024
+      ? `${Math.max(1, Math.round(bytes / 1024))} KB`
+      : `${(bytes / 1048576).toFixed(1)} MB`;
+  }
+
+  /** True when the file may be sent; otherwise says why, without sending anything. */
+  function acceptable(form, file) {
+    const max = Number(form.dataset.maxBytes);
+    if (max > 0 && file.size > max) {
+      showNotice(
+        'Image too large',
+        `An image can be at most ${form.dataset.maxLabel}; this one is ${formatSize(file.size)}.`,
+      );
+      return false;
+    }
+    return true;
+  }
+
+  // fetch() cannot report upload progress; XMLHttpRequest can. htmx 4 lets a request use its own
+  // fetch (ctx.fetch), so the upload form's requests go through this one.
+  function fetchWithUploadProgress(onProgress) {
+    return (url, init) =>
+      new Promise((resolve, reject) => {
+        const xhr = new XMLHttpRequest();
+        xhr.open(init.method ?? 'POST', url);
+        for (const [name, value] of Object.entries(init.headers ?? {})) xhr.setRequestHeader(name, value);
+        xhr.responseType = 'text';
+        xhr.upload.addEventListener('progress', (event) => {
+          if (event.lengthComputable) onProgress(event.loaded / event.total);
+        });
+        xhr.addEventListener('load', () => {
+          const headers = new Headers();
+          for (const line of xhr.getAllResponseHeaders().trim().split(/\r?\n/)) {
+            const colon = line.indexOf(':');
+            if (colon > 0) headers.append(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+          }
+          const empty = xhr.status === 204 || xhr.status === 304;
+          try {
+            resolve(new Response(empty ? null : xhr.responseText, { status: xhr.status, headers }));
+          } catch (error) {
+            reject(error);
+          }
+        });
+        xhr.addEventListener('error', () => reject(new TypeError('The upload failed (network error).')));
+        xhr.addEventListener('abort', () =>
+          reject(new DOMException('The upload was stopped.', 'AbortError')),
+        );
+        init.signal?.addEventListener('abort', () => xhr.abort());
+        xhr.send(init.body);
+      });
+  }
+
+  /** A version 4 uuid, also where crypto.randomUUID is missing (plain HTTP on a LAN). */
+  function newMessageId() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const hex = [...bytes].map((byte) => byte.toString(16).padStart(2, '0')).join('');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+
+  document.addEventListener('htmx:config:request', (event) => {
+    const form = event.target;
+    if (form !== uploadForm()) return;
+    const file = form.querySelector('input[type="file"]')?.files?.[0];
+    if (file && !acceptable(form, file)) {
+      event.preventDefault();
+      return;
+    }
+    // This upload took the form's message id with it. An image dropped or pasted before its answer
+    // (and the next id) arrives is another message: with the same id it would be taken for a retry
+    // of this one and dropped.
+    const id = form.querySelector('input[name="client_msg_id"]');
+    if (id) id.value = newMessageId();
+  });
+
+  document.addEventListener('htmx:before:request', (event) => {
+    const form = event.target;
+    if (form !== uploadForm()) return;
+    const progress = form.querySelector('progress');
+    if (progress) {
+      progress.value = 0;
+      progress.hidden = false;
+    }
+    document.getElementById('notice')?.replaceChildren();
+    event.detail.ctx.fetch = fetchWithUploadProgress((fraction) => {
+      if (progress) progress.value = Math.round(fraction * 100);
+    });
+  });
+
+  // No answer at all (network down): the image may have been stored. Trying again with its id
+  // stores it at most once.
+  document.addEventListener('htmx:error', (event) => {
+    const form = event.target;
+    const sent = event.detail?.ctx?.request?.body;
+    if (form !== uploadForm() || !(sent instanceof FormData) || event.detail?.ctx?.response) return;
+    const id = form.querySelector('input[name="client_msg_id"]');
+    if (id && sent.get('client_msg_id')) id.value = String(sent.get('client_msg_id'));
+  });
+
+  document.addEventListener('htmx:finally:request', (event) => {
+    const form = event.target;
+    if (form !== uploadForm()) return;
+    const progress = form.querySelector('progress');
+    if (progress) progress.hidden = true;
+    const status = event.detail?.ctx?.response?.status ?? 0;
+    if (status >= 200 && status < 300) {
+      // The new message id arrived out of band; keep it while emptying the rest.
+      for (const input of form.querySelectorAll('input[type="file"], input[type="text"]')) input.value = '';
+    }
+  });
+
+  /** A dropped or pasted image goes through the upload form, after the user says yes. */
+  function offer(file) {
+    const form = uploadForm();
+    const input = form?.querySelector('input[type="file"]');
+    if (!form || !input) return;
+    if (!ACCEPTED.test(file.type)) {
+      showNotice('Not an image we accept', 'Only JPEG, PNG, WebP and GIF images can be sent.');
+      return;
+    }
+    if (!acceptable(form, file)) return;
+    const name = file.name && file.name !== 'image.png' ? `“${file.name}”` : 'this image';
+    if (!window.confirm(`Send ${name} (${formatSize(file.size)}) to your partner?`)) return;
+    const transfer = new DataTransfer();
+    transfer.items.add(file);
+    input.files = transfer.files;
+    form.requestSubmit();
+  }
+
+  const carriesFiles = (event) => [...(event.dataTransfer?.types ?? [])].includes('Files');
+  const dropZone = () => document.querySelector('.chat-main');
+
+  document.addEventListener('dragover', (event) => {
+    if (!uploadForm() || !carriesFiles(event) || !dropZone()?.contains(event.target)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = 'copy';
+    dropZone()?.classList.add('drop-target');
+  });
+  document.addEventListener('dragleave', (event) => {
+    if (event.target === dropZone()) dropZone()?.classList.remove('drop-target');
+  });
+  document.addEventListener('drop', (event) => {
+    dropZone()?.classList.remove('drop-target');
+    if (!uploadForm() || !carriesFiles(event) || !dropZone()?.contains(event.target)) return;
+    event.preventDefault();
+    const file = event.dataTransfer.files[0];
+    if (file) offer(file);
+  });
+  document.addEventListener('paste', (event) => {
+    const file = [...(event.clipboardData?.files ?? [])][0];
+    if (!uploadForm() || !file) return;
+    // Text copied from some apps carries a picture of itself too: into a text field, paste the text.
+    const typing = event.target instanceof HTMLTextAreaElement || event.target instanceof HTMLInputElement;
+    if (typing && event.clipboardData.types.includes('text/plain')) return;
+    event.preventDefault();
+    offer(file);
   });
 })();

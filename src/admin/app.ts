@@ -10,7 +10,7 @@ import { errorHandlerPlugin } from '../web/errors.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
 import { securityHeadersPlugin } from '../web/security-headers.ts';
-import { themeOf } from '../web/theme.ts';
+import { returnPathOf, themeOf, themeRoutes } from '../web/theme.ts';
 import { basicAuthPlugin } from './basic-auth.ts';
 import { cidrGuardPlugin, readOnlyPlugin } from './cidr-guard.ts';
 import { adminFmt } from './format.ts';
@@ -31,7 +31,12 @@ export const adminApp: FastifyPluginAsync<AdminAppOptions> = async (app, { resou
   await app.register(fastifyCookie);
   await app.register(renderPlugin, {
     views: services.views,
-    defaults: (request: FastifyRequest) => ({ theme: themeOf(request), area: 'admin', fmt: adminFmt }),
+    defaults: (request: FastifyRequest) => ({
+      theme: themeOf(request),
+      returnTo: returnPathOf(request),
+      area: 'admin',
+      fmt: adminFmt,
+    }),
   });
   await app.register(errorHandlerPlugin);
   await app.register(cidrGuardPlugin, { allowedCidrs: resources.config.allowedAdminCidrs });
@@ -48,6 +53,7 @@ export const adminApp: FastifyPluginAsync<AdminAppOptions> = async (app, { resou
     decorateReply: false,
   });
   await app.register(healthRoutes, { probe: services.health });
+  await app.register(themeRoutes, { method: 'GET' });
   await app.register(metricsRoutes, { resources, services });
   await app.register(dashboardRoutes, { resources, services });
   await app.register(roomRoutes, { resources, services });

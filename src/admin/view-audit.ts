@@ -6,9 +6,9 @@ import { roomCodeOf } from './room-detail.ts';
 
 const MAX_TEXT = 512;
 
-/** Probes and assets are not views of anything. */
+/** Probes, assets and the viewer's theme preference are not views of anything. */
 export function isAuditedPath(path: string): boolean {
-  return path !== '/health' && path !== '/metrics' && !path.startsWith('/static/');
+  return path !== '/health' && path !== '/metrics' && path !== '/theme' && !path.startsWith('/static/');
 }
 
 /**

@@ -116,7 +116,8 @@ const participantRow = z.object({
   last_seen_at: z.number(),
 });
 
-const attachmentRow = z.object({
+/** An attachments row as the room record reads it. */
+export const attachmentRow = z.object({
   id: z.string(),
   message_seq: z.number(),
   object_key: z.string(),

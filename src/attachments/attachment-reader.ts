@@ -19,6 +19,13 @@ const attachmentRow = z.object({
 });
 
 const notFound = () => new DomainError('not_found', 'There is no such image in this room.');
+/** The object store did not answer: a 503 that says what happened, never a generic 500. */
+export const storeUnavailable = (consequence: string) =>
+  new DomainError(
+    'unavailable',
+    `The image store is not reachable right now, so ${consequence}. Please try again in a moment.`,
+    { retryAfterSeconds: 5 },
+  );
 const shredded = () =>
   new DomainError('gone', 'This image was deleted when the room was shredded.', { title: 'Image shredded' });
 
@@ -52,7 +59,8 @@ export async function readAttachment(
     sealed = await store.get(key);
   } catch (error) {
     if (error instanceof ObjectNotFoundError) throw notFound();
-    throw error;
+    logger?.warn({ err: { message: (error as Error).message }, roomId, attachmentId }, 'object store failed');
+    throw storeUnavailable('this image cannot be shown');
   }
   try {
     return {

@@ -17,16 +17,16 @@ import { fmt } from '../web/format.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
 import { securityHeadersPlugin } from '../web/security-headers.ts';
-import { themeOf } from '../web/theme.ts';
+import { returnPathOf, themeOf, themeRoutes } from '../web/theme.ts';
 import { devicePlugin } from './plugins/device.ts';
 import { rateLimitsPlugin } from './plugins/rate-limits.ts';
 import { sameOriginPlugin } from './plugins/same-origin.ts';
+import { attachmentRoutes } from './routes/attachments.ts';
 import { homeRoutes } from './routes/home.ts';
 import { joinRoutes } from './routes/join.ts';
 import { liveRoutes } from './routes/live.ts';
 import { messageRoutes } from './routes/messages.ts';
 import { roomRoutes } from './routes/rooms.ts';
-import { themeRoutes } from './routes/theme.ts';
 
 export type ChatAppOptions = { resources: Resources; services: Services };
 
@@ -38,7 +38,12 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   await app.register(formBodyPlugin, { bodyLimit: 64 * 1024 });
   await app.register(renderPlugin, {
     views: services.views,
-    defaults: (request: FastifyRequest) => ({ theme: themeOf(request), fmt }),
+    defaults: (request: FastifyRequest) => ({
+      theme: themeOf(request),
+      returnTo: returnPathOf(request),
+      roomTtlHours: resources.config.roomTtlHours,
+      fmt,
+    }),
   });
   await app.register(errorHandlerPlugin);
   await app.register(fastifyStatic, {
@@ -61,7 +66,7 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   });
   await app.register(healthRoutes, { probe: services.health });
   await app.register(homeRoutes);
-  await app.register(themeRoutes);
+  await app.register(themeRoutes, { method: 'POST' });
   await app.register(fastifyWebsocket, {
     options: { maxPayload: 16 * 1024 },
     // On shutdown every socket hears 1012 (service restart), on which htmx reconnects.
@@ -72,6 +77,7 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   await app.register(roomRoutes, { resources, services });
   await app.register(joinRoutes, { resources, services });
   await app.register(messageRoutes, { resources, services });
+  await app.register(attachmentRoutes, { resources, services });
   await app.register(liveRoutes, { resources, services });
 };
 
@@ -84,7 +90,7 @@ export function serverOptions(resources: Resources, listener: 'chat' | 'admin') 
     trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
     bodyLimit: 64 * 1024,
     // Slow or idle clients cannot hold connections open for ever.
-    requestTimeout: 30_000,
+    requestTimeout: 120_000,
     connectionTimeout: 60_000,
     keepAliveTimeout: 10_000,
     routerOptions: { maxParamLength: 200 },

@@ -61,7 +61,7 @@ export class MessageService {
     actor: Actor,
   ): Promise<SentMessage> {
     const text = this.validate(input.body);
-    const clientMsgId = this.clientMsgId(input.clientMsgId);
+    const clientMsgId = parseClientMsgId(input.clientMsgId);
     const key = clientMsgId ? `${access.me.id}:${clientMsgId.toLowerCase()}` : undefined;
     const existing = key ? this.inFlight.get(key) : undefined;
     if (existing) return existing.then((message) => ({ ...message, duplicate: true }));
@@ -203,22 +203,29 @@ export class MessageService {
     const text = cleanMessageText(body);
     if (text.trim() === '')
       throw new DomainError('invalid', 'Type a message first.', { title: 'Empty message' });
-    const length = [...text].length;
-    if (length > this.settings.maxMessageChars) {
-      throw new DomainError(
-        'too_large',
-        `A message can be at most ${this.settings.maxMessageChars} characters long; this one has ${length}.`,
-        { title: 'Message too long' },
-      );
-    }
+    assertMaxChars(text, this.settings.maxMessageChars, 'message');
     return text;
   }
+}
 
-  private clientMsgId(value: unknown): string | null {
-    if (value === undefined || value === '') return null;
-    if (typeof value !== 'string' || !UUID.test(value)) {
-      throw new DomainError('invalid', 'The form was damaged (message id); reload the page and send again.');
-    }
-    return value.toLowerCase();
+/** Refuses a text longer than `max` characters, counted as people count them (code points). */
+export function assertMaxChars(text: string, max: number, what: 'message' | 'caption'): void {
+  const length = [...text].length;
+  if (length <= max) return;
+  throw new DomainError(
+    'too_large',
+    `A ${what} can be at most ${max} characters long; this one has ${length}.`,
+    {
+      title: what === 'message' ? 'Message too long' : 'Caption too long',
+    },
+  );
+}
+
+/** The sender's idempotency key from a form: absent, or a uuid. */
+export function parseClientMsgId(value: unknown): string | null {
+  if (value === undefined || value === '') return null;
+  if (typeof value !== 'string' || !UUID.test(value)) {
+    throw new DomainError('invalid', 'The form was damaged (message id); reload the page and send again.');
   }
+  return value.toLowerCase();
 }

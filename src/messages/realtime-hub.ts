@@ -36,7 +36,7 @@ type WireEvent =
       b: string;
       i: TranscriptImage | null;
     }
-  | { t: 'presence'; o: string; r: string; sl: 1 | 2; on: boolean }
+  | { t: 'presence'; o: string; r: string; sl: 1 | 2; on: boolean; n?: string | null }
   | { t: 'typing'; o: string; r: string; sl: 1 | 2; on: boolean }
   | { t: 'hello'; o: string; r: string }
   | { t: 'ended'; o: string; r: string }
@@ -259,6 +259,7 @@ export class RealtimeHub {
     }
     const wasOnline = this.localCount(connection.roomId, connection.slot) > 0;
     room.connections.add(connection);
+    this.learnName(connection.roomId, connection.slot, connection.myName);
     if (!wasOnline) this.presenceChanged(connection.roomId, connection.slot, true);
     return room;
   }
@@ -283,13 +284,39 @@ export class RealtimeHub {
     return count;
   }
 
-  private isOnline(roomId: string, slot: 1 | 2): boolean {
+  /** Whether the participant in `slot` has a live socket in this room, in any process. */
+  isOnline(roomId: string, slot: 1 | 2): boolean {
     return this.localCount(roomId, slot) > 0 || (this.remotePresence.get(roomId)?.get(slot)?.size ?? 0) > 0;
   }
 
   private presenceChanged(roomId: string, slot: 1 | 2, online: boolean): void {
     this.pushPresence(roomId, slot);
-    this.publish(roomChannel(roomId), { t: 'presence', o: this.processId, r: roomId, sl: slot, on: online });
+    this.publish(roomChannel(roomId), {
+      t: 'presence',
+      o: this.processId,
+      r: roomId,
+      sl: slot,
+      on: online,
+      n: this.localName(roomId, slot),
+    });
+  }
+
+  /**
+   * A host's page may have opened before anyone joined: when the guest's socket shows up (here or
+   * in another process), the host's sockets learn the guest's name, for presence and typing.
+   */
+  private learnName(roomId: string, slot: 1 | 2, name: string | null | undefined): void {
+    if (!name) return;
+    for (const connection of this.rooms.get(roomId)?.connections ?? []) {
+      if (connection.slot !== slot && connection.partnerName === null) connection.partnerName = name;
+    }
+  }
+
+  private localName(roomId: string, slot: 1 | 2): string | null {
+    for (const connection of this.rooms.get(roomId)?.connections ?? []) {
+      if (connection.slot === slot && connection.myName) return connection.myName;
+    }
+    return null;
   }
 
   /** Shows the (new) presence of `slot` to the sockets of its partner in this process. */
@@ -489,6 +516,7 @@ export class RealtimeHub {
           slots.set(event.sl, processes);
         }
         const before = this.isOnline(event.r, event.sl);
+        if (event.on) this.learnName(event.r, event.sl, event.n);
         if (event.on) processes.add(event.o);
         else processes.delete(event.o);
         if (this.isOnline(event.r, event.sl) !== before) this.pushPresence(event.r, event.sl);
@@ -506,6 +534,7 @@ export class RealtimeHub {
               r: event.r,
               sl: slot,
               on: true,
+              n: this.localName(event.r, slot),
             });
           }
         }

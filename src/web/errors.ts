@@ -120,7 +120,14 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: P
   }
   return reply.render(
     { page: 'error', fragment: 'partials/notice' },
-    { title: error.title, status: error.statusCode, message: error.message, tone: 'error' },
+    {
+      title: error.title,
+      status: error.statusCode,
+      message: error.message,
+      tone: 'error',
+      // Not the failed URL: the 404 of a locked room must be byte for byte that of an unknown code.
+      returnTo: '/',
+    },
   );
 }
 

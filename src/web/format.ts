@@ -21,11 +21,40 @@ export function clockTime(epochMs: number): string {
   return `${new Date(epochMs).toISOString().slice(11, 16)} UTC`;
 }
 
-/** "25 Nov 2026, 14:05 UTC". */
-export function dateTime(epochMs: number): string {
-  const date = new Date(epochMs);
-  const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-  return `${date.getUTCDate()} ${months[date.getUTCMonth()]} ${date.getUTCFullYear()}, ${clockTime(epochMs)}`;
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** "25 Nov 2026" (UTC). */
+function date(epochMs: number): string {
+  const day = new Date(epochMs);
+  return `${day.getUTCDate()} ${MONTHS[day.getUTCMonth()]} ${day.getUTCFullYear()}`;
 }
 
-export const fmt = { duration, iso, clockTime, dateTime };
+/** "25 Nov 2026, 14:05 UTC". */
+export function dateTime(epochMs: number): string {
+  return `${date(epochMs)}, ${clockTime(epochMs)}`;
+}
+
+/** "2026-11-25": the UTC day, which groups messages under one day separator. */
+export function dayKey(epochMs: number): string {
+  return new Date(epochMs).toISOString().slice(0, 10);
+}
+
+/**
+ * The label of a day separator: "Today", "Yesterday" (when `now` is known) or "25 Nov 2026",
+ * in UTC; app.js relabels the separators in the reader's own time zone.
+ */
+export function dayLabel(epochMs: number, now?: number): string {
+  if (now !== undefined) {
+    const today = dayKey(now);
+    if (dayKey(epochMs) === today) return 'Today';
+    if (dayKey(epochMs) === dayKey(Date.parse(`${today}T00:00:00Z`) - 1)) return 'Yesterday';
+  }
+  return date(epochMs);
+}
+
+/** "24 hours", "1 hour", "1.5 hours". */
+export function hours(count: number): string {
+  return `${count} ${count === 1 ? 'hour' : 'hours'}`;
+}
+
+export const fmt = { duration, iso, clockTime, dateTime, dayKey, dayLabel, hours };

@@ -20,7 +20,13 @@ export function openLive(
   baseUrl: string,
   code: string,
   client: CookieJar | undefined,
-  options: { after?: number | string; origin?: string; headers?: Record<string, string> } = {},
+  options: {
+    after?: number | string;
+    origin?: string;
+    headers?: Record<string, string>;
+    /** Sees every frame from the first one (frames can arrive together with the upgrade response). */
+    onFrame?: (frame: string) => void;
+  } = {},
 ): Promise<LiveSocket> {
   const url = new URL(`/rooms/${code}/ws`, baseUrl.replace(/^http/, 'ws'));
   if (options.after !== undefined) url.searchParams.set('after', String(options.after));
@@ -34,6 +40,7 @@ export function openLive(
   socket.on('message', (data) => {
     const frame = data.toString();
     frames.push(frame);
+    options.onFrame?.(frame);
     for (const waiter of [...waiters]) {
       if (waiter.match(frame)) {
         waiters.splice(waiters.indexOf(waiter), 1);

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { attachmentObjectKeys } from '../../src/attachments/attachment-service.ts';
 import { seal } from '../../src/crypto/keyring.ts';
 import { aad } from '../../src/crypto/room-keys.ts';
 import { sql } from '../../src/infra/db.ts';
@@ -63,8 +64,7 @@ export async function insertImage(
     kind: 'image',
   });
   const id = randomUUID();
-  const objectKey = `attachments/${roomId}/${id}`;
-  const thumbKey = `attachments/${roomId}/${id}.thumb`;
+  const { image: objectKey, thumb: thumbKey } = attachmentObjectKeys(roomId, id);
   const dataKey = await app.services.roomKeys.dataKey(roomId);
   const { store, db, clock } = app.resources;
   await store.put(objectKey, seal(dataKey, image, aad.attachment(roomId, id, 'image')));

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { readAttachment } from '../../attachments/attachment-reader.ts';
 import { DomainError } from '../../domain-error.ts';
+import { sendStoredImage } from '../../web/stored-image.ts';
 import type { AdminAppOptions } from '../app.ts';
 import { parseUuid, unknownRoom } from '../ids.ts';
 import { loadRoomDetail, roomCodeOf } from '../room-detail.ts';
@@ -71,12 +72,7 @@ export const roomRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, { res
       const roomId = parseUuid(request.params.id);
       const attachmentId = parseUuid(request.params.attachmentId, 'image id');
       const image = await readAttachment({ db, store, roomKeys, logger }, roomId, attachmentId, variant);
-      return reply
-        .type(image.contentType)
-        .header('x-content-type-options', 'nosniff')
-        .header('cache-control', 'private, no-store')
-        .header('content-security-policy', "default-src 'none'")
-        .send(image.data);
+      return sendStoredImage(reply, image, 'private, no-store');
     });
   }
 };

@@ -14,6 +14,9 @@ export function isSameOrigin(request: FastifyRequest): boolean {
   if (typeof fetchSite === 'string' && fetchSite !== 'same-origin' && fetchSite !== 'none') return false;
   const origin = request.headers.origin;
   if (origin === undefined) return true;
+  // Under Referrer-Policy: no-referrer, browsers send `Origin: null` even on a same-origin form
+  // post; then Sec-Fetch-Site, which the browser sets and no page can, says where it came from.
+  if (origin === 'null') return fetchSite === 'same-origin';
   try {
     return new URL(origin).host === request.headers.host;
   } catch {

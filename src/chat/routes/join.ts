@@ -51,6 +51,7 @@ export const joinRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
           hostName: lookup?.kind === 'joinable' ? lookup.hostName : undefined,
           closesAt: lookup?.room.expiresAt,
           error: error.message,
+          returnTo: lookup ? `/join?code=${lookup.room.code}` : '/join',
         });
       }
     },

@@ -52,14 +52,17 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
       if (fragment) return reply.render({ page: 'partials/messages', fragment: 'partials/messages' }, data);
       // This page is framed by the room page itself, and only by it.
       reply.header('content-security-policy', FRAME_CSP).header('x-frame-options', 'SAMEORIGIN');
+      const now = clock.now().getTime();
       return reply.render(
         { page: 'chat/conversation-frame' },
         {
           ...data,
           title: `Room ${access.room.code}`,
-          now: clock.now().getTime(),
+          now,
           refreshSeconds: FRAME_REFRESH_SECONDS,
-          refreshUrl: `/rooms/${access.room.code}/messages#end`,
+          // A URL that differs from the current one before the '#': a refresh to the same URL
+          // with a fragment is only a scroll to the fragment, and the frame would never reload.
+          refreshUrl: `/rooms/${access.room.code}/messages?at=${now}#end`,
         },
       );
     },

@@ -52,10 +52,15 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
         room,
         me,
         partner,
+        // A snapshot for the first paint (and for pages without scripts); the socket keeps it live.
+        partnerOnline: partner ? services.hub.isOnline(room.id, partner.slot) : false,
+        shareUrl: shareUrl(request, room.code),
         messages: history,
         lastSeq: Math.max(room.lastSeq, ...history.map((message) => message.seq)),
         clientMsgId: randomUUID(),
         maxMessageChars: config.maxMessageChars,
+        uploadMsgId: randomUUID(),
+        maxUploadMb: config.maxUploadMb,
         closesAt: room.expiresAt,
         now: clock.now().getTime(),
       },
@@ -79,6 +84,7 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
         { page: 'chat/room-pending', fragment: 'partials/activate-form' },
         pendingPage(request, access, {
           error: error.message,
+          returnTo: `/rooms/${access.room.code}`,
         }),
       );
     }

@@ -1,0 +1,64 @@
+import { randomUUID } from 'node:crypto';
+import fastifyMultipart from '@fastify/multipart';
+import type { FastifyPluginAsync } from 'fastify';
+import { wantsFragment } from '../../web/render.ts';
+import { sendStoredImage } from '../../web/stored-image.ts';
+import type { ChatAppOptions } from '../app.ts';
+import { readUploadForm, type UploadLimits } from '../upload-form.ts';
+
+type CodeParams = { Params: { code: string } };
+type AttachmentParams = { Params: { code: string; id: string } };
+
+/** A browser may keep an image this long, and never past the end of its chat. */
+const MAX_CACHE_SECONDS = 24 * 60 * 60;
+
+export const attachmentRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { services, resources }) => {
+  const { rooms, attachments } = services;
+  const { config, clock } = resources;
+  const limits: UploadLimits = {
+    maxFileBytes: Math.floor(config.maxUploadMb * 1024 * 1024),
+    // UTF-8 needs at most 4 bytes a character; a caption cut at this size is always too long.
+    maxFieldBytes: config.maxMessageChars * 4 + 4,
+  };
+  // Multipart bodies are accepted by these routes only (the plugin is scoped to this one).
+  await app.register(fastifyMultipart);
+
+  // An upload refused before its body was read (too large, rate limited, not a participant):
+  // close the connection rather than let Node read and discard the rest of the body.
+  app.addHook('onSend', async (request, reply) => {
+    if (!request.raw.complete) reply.header('connection', 'close');
+  });
+
+  app.post<CodeParams>('/rooms/:code/attachments', async (request, reply) => {
+    await app.checkLimit('upload', request);
+    const access = await rooms.access(request.params.code, request.device, request.actor);
+    const form = await readUploadForm(request, limits);
+    const message = await attachments.upload(
+      access,
+      {
+        data: form.file ?? Buffer.alloc(0),
+        caption: form.fields.caption,
+        clientMsgId: form.fields.client_msg_id,
+      },
+      request.actor,
+    );
+    if (!wantsFragment(request)) return reply.redirect(`/rooms/${access.room.code}#msg-${message.seq}`, 303);
+    return reply.render(
+      { page: 'partials/uploaded', fragment: 'partials/uploaded' },
+      { message, mine: true, code: access.room.code, nextUploadMsgId: randomUUID() },
+    );
+  });
+
+  for (const [suffix, variant] of [
+    ['', 'image'],
+    ['/thumb', 'thumb'],
+  ] as const) {
+    app.get<AttachmentParams>(`/rooms/:code/attachments/:id${suffix}`, async (request, reply) => {
+      const access = await rooms.access(request.params.code, request.device, request.actor);
+      const image = await attachments.open(access, request.params.id, variant);
+      const untilEnd = Math.floor(((access.room.expiresAt ?? 0) - clock.now().getTime()) / 1000);
+      const maxAge = Math.max(0, Math.min(MAX_CACHE_SECONDS, untilEnd));
+      return sendStoredImage(reply, image, `private, max-age=${maxAge}`);
+    });
+  }
+};
