@@ -89,6 +89,8 @@ export async function startApp(options: {
     BIND_HOST: '127.0.0.1',
     LOG_LEVEL: 'warn',
     NODE_ENV: 'production',
+    // As the Dockerfile sets it (see there).
+    MALLOC_ARENA_MAX: '2',
     // The benchmark must not be throttled; the defaults stay as they are for everyone else.
     SEND_RATE_PER_MINUTE: String(options.limits.send),
     JOIN_RATE_PER_MINUTE: String(options.limits.join),
