@@ -354,6 +354,30 @@ describe('live delivery', () => {
     fresh.close();
   });
 
+  it('fills a hole in a socket’s messages from the database (a message whose live event never came)', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    const socket = await openLive(app.chatUrl, code, guest, { after: 0 });
+    await send(host, code, 'one');
+    await socket.waitFor(/msg-1/);
+    // Stored, but never published: as if its live event were lost on the way.
+    const roomId = await app.resources.db.oneFirst(sql.type(z.object({ id: z.string() }))`
+      SELECT id FROM rooms WHERE code = ${code} AND status = 'active'`);
+    const participantId = await app.resources.db.oneFirst(sql.type(z.object({ id: z.string() }))`
+      SELECT id FROM participants WHERE room_id = ${roomId} AND slot = 1`);
+    await app.services.writer.write({
+      roomId,
+      participantId,
+      kind: 'text',
+      clientMsgId: null,
+      text: 'silently stored',
+      senderIp: '127.0.0.1',
+    });
+    await send(host, code, 'three');
+    assert.match(await socket.waitFor(/msg-2/, 3_000), /silently stored/);
+    assert.deepEqual(seqsIn(socket.frames), [1, 3, 2]);
+    socket.close();
+  });
+
   it('refuses an upgrade from another origin, or for a device not in the room, before upgrading', async () => {
     const { code, guest } = await openRoom(app.chat);
     await assert.rejects(openLive(app.chatUrl, code, guest, { origin: 'https://evil.example' }), {

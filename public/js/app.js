@@ -6,13 +6,21 @@
   const messages = () => document.getElementById('messages');
   const scroller = () => document.querySelector('.chat-main') ?? document.scrollingElement;
 
-  /** The highest message seq on the page: a (re)connecting socket asks for what came after it. */
+  /**
+   * Where a (re)connecting socket resumes: after the highest seq on the page, unless one of the
+   * latest messages is missing (live messages can arrive out of order and the socket may drop
+   * before the hole is filled): then just before that hole. A seq can also be missing for good (a
+   * retried send skips one); asking again from there only re-sends a few, which upsert replaces.
+   */
   function lastSeq() {
+    const seen = new Set();
     let max = 0;
     for (const item of messages()?.querySelectorAll('[data-seq]') ?? []) {
       const seq = Number(item.getAttribute('data-seq'));
+      seen.add(seq);
       if (seq > max) max = seq;
     }
+    for (let seq = Math.max(1, max - 50); seq < max; seq++) if (!seen.has(seq)) return seq - 1;
     return max;
   }
 

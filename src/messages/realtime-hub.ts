@@ -60,6 +60,11 @@ type Connection = SocketContext & {
   socket: WebSocket;
   alive: boolean;
   sent: Set<number>;
+  /** Every message up to this seq has been sent, or does not exist (a retried send skips a seq). */
+  settled: number;
+  /** The highest seq sent. Above `settled` means a hole: a timer fills it from the database. */
+  highest: number;
+  fillTimer: NodeJS.Timeout | undefined;
   /** While the missed messages load, live events wait here (then go out in order, without repeats). */
   held: MessageEvent[] | null;
   frames: { tokens: number; at: number };
@@ -96,6 +101,8 @@ const roomChannel = (roomId: string) => `ccc:room:${roomId}`;
 const PROCESS_TIMEOUT_MS = 35_000;
 const ALIVE_INTERVAL_MS = 10_000;
 const MAX_CATCH_UP = 1_000;
+/** How long a hole in a socket's seqs may stay open before it is filled from the database. */
+const GAP_FILL_DELAY_MS = 300;
 
 /**
  * Live delivery. Each process keeps its own sockets by room and subscribes to the bus channel of
@@ -161,6 +168,9 @@ export class RealtimeHub {
       socket,
       alive: true,
       sent: new Set(),
+      settled: context.afterSeq,
+      highest: context.afterSeq,
+      fillTimer: undefined,
       held: [],
       frames: { tokens: this.options.framesPerSecond * 2, at: Date.now() },
     };
@@ -185,6 +195,10 @@ export class RealtimeHub {
         connection.sent.add(entry.seq);
         this.send(connection, this.renderMessage(connection.code, entry, entry.slot === connection.slot));
       }
+      // What the database had is complete up to its last row, holes included.
+      const last = missed.at(-1)?.seq ?? connection.afterSeq;
+      connection.settled = Math.max(connection.settled, last);
+      connection.highest = Math.max(connection.highest, last);
     } catch (error) {
       this.deps.logger.warn(
         { err: { message: (error as Error).message }, roomId: connection.roomId },
@@ -265,6 +279,7 @@ export class RealtimeHub {
   }
 
   private detach(connection: Connection): void {
+    if (connection.fillTimer) clearTimeout(connection.fillTimer);
     const room = this.rooms.get(connection.roomId);
     if (!room?.connections.delete(connection)) return;
     if (this.localCount(connection.roomId, connection.slot) === 0) {
@@ -345,7 +360,7 @@ export class RealtimeHub {
       connection.held.push(event);
       return;
     }
-    if (connection.sent.has(event.seq)) return;
+    if (connection.sent.has(event.seq) || event.seq <= connection.settled) return;
     connection.sent.add(event.seq);
     if (connection.sent.size > 4_096) connection.sent = new Set([...connection.sent].slice(-1_024));
     const mine = connection.slot === event.slot;
@@ -355,6 +370,45 @@ export class RealtimeHub {
       rendered.set(mine, html);
     }
     this.send(connection, html);
+    this.settle(connection, event.seq);
+  }
+
+  /**
+   * Live messages can arrive out of order (two processes commit seq 7 and 8 and publish at
+   * nearly the same time), and one can be missed (a subscription that was not active yet). Each
+   * socket tracks the seq up to which it has everything; a hole that is still open after a moment
+   * is filled from the database, so no socket keeps a gap until its next reconnect.
+   */
+  private settle(connection: Connection, seq: number): void {
+    connection.highest = Math.max(connection.highest, seq);
+    while (connection.sent.has(connection.settled + 1)) connection.settled += 1;
+    if (connection.highest <= connection.settled || connection.fillTimer) return;
+    connection.fillTimer = setTimeout(() => {
+      connection.fillTimer = undefined;
+      void this.fillHoles(connection);
+    }, GAP_FILL_DELAY_MS);
+    connection.fillTimer.unref();
+  }
+
+  private async fillHoles(connection: Connection): Promise<void> {
+    const upTo = connection.highest;
+    if (upTo <= connection.settled || connection.socket.readyState !== connection.socket.OPEN) return;
+    const missing = await loadTranscript(this.deps, connection.roomId, {
+      afterSeq: connection.settled,
+      limit: MAX_CATCH_UP,
+    }).catch(() => undefined);
+    if (!missing) {
+      this.settle(connection, upTo); // the database is unreachable: try again later
+      return;
+    }
+    for (const entry of missing) {
+      if (entry.seq > upTo || connection.sent.has(entry.seq)) continue;
+      connection.sent.add(entry.seq);
+      this.send(connection, this.renderMessage(connection.code, entry, entry.slot === connection.slot));
+    }
+    // Up to `upTo` the database has answered: what it does not have does not exist.
+    connection.settled = Math.max(connection.settled, upTo);
+    this.settle(connection, upTo);
   }
 
   private entryOf(event: MessageEvent, text?: string): TranscriptEntry {
@@ -580,16 +634,18 @@ export class RealtimeHub {
     for (const [roomId, room] of this.rooms) {
       this.publish(roomChannel(roomId), { t: 'hello', o: this.processId, r: roomId });
       for (const connection of room.connections) {
-        const after = Math.max(connection.afterSeq, ...connection.sent);
         const missed = await loadTranscript(this.deps, roomId, {
-          afterSeq: after,
+          afterSeq: connection.settled,
           limit: MAX_CATCH_UP,
         }).catch(() => []);
         for (const entry of missed) {
           if (connection.sent.has(entry.seq)) continue;
           connection.sent.add(entry.seq);
           this.send(connection, this.renderMessage(connection.code, entry, entry.slot === connection.slot));
+          connection.highest = Math.max(connection.highest, entry.seq);
         }
+        connection.settled = Math.max(connection.settled, missed.at(-1)?.seq ?? 0);
+        this.settle(connection, connection.highest);
       }
     }
   }
