@@ -405,7 +405,7 @@ describe('in Chromium', () => {
     await typeAndSend(guest.page, 'still before');
     await host.page.locator('#msg-2').waitFor();
     assert.equal(sockets.length, 1);
-    assert.match(sockets[0]?.url ?? '', /\/ws\?after=0$/);
+    assert.match(sockets[0]?.url ?? '', /\/ws\?after=0&tab=[0-9a-f-]{36}$/);
 
     // The line drops with 1012 (service restart: htmx reconnects); a message is sent meanwhile.
     await sockets[0]?.page.close({ code: 1012, reason: 'restart' });
@@ -414,7 +414,12 @@ describe('in Chromium', () => {
     await host.page.locator('li.message-theirs', { hasText: 'sent while the host was away' }).waitFor();
     assert.equal(sockets.length, 2, 'one reconnect');
     // The new socket asked for what came after the last message on the page, not after 0.
-    assert.match(sockets[1]?.url ?? '', /\/ws\?after=2$/);
+    assert.match(sockets[1]?.url ?? '', /\/ws\?after=2&tab=[0-9a-f-]{36}$/);
+    // The same page keeps its id across reconnects (its sends name it).
+    assert.equal(
+      new URL(sockets[1]?.url ?? '').searchParams.get('tab'),
+      new URL(sockets[0]?.url ?? '').searchParams.get('tab'),
+    );
     assert.deepEqual(await messageIds(host.page), ['msg-1', 'msg-2', 'msg-3']);
 
     // The room's hx-swap, "upsert key:data-seq sort", as htmx 4.0.1 parses it: fragments go in by

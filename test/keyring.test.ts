@@ -20,6 +20,11 @@ describe('seal / open', () => {
     const b = seal(key, Buffer.from('same'), aad);
     assert.notDeepEqual(a.subarray(1, 13), b.subarray(1, 13));
     assert.notDeepEqual(a, b);
+    // Across several refills of the nonce pool, no nonce repeats and none changes after use.
+    const sealedMany = Array.from({ length: 2_000 }, () => seal(key, Buffer.from('x'), aad));
+    const nonces = new Set(sealedMany.map((sealed) => sealed.subarray(1, 13).toString('hex')));
+    assert.equal(nonces.size, sealedMany.length);
+    for (const sealed of sealedMany) assert.deepEqual(open(key, sealed, aad), Buffer.from('x'));
   });
 
   it('fails when any single byte is flipped', () => {

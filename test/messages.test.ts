@@ -315,6 +315,31 @@ describe('live delivery', () => {
     hostOtherTab.close();
   });
 
+  it('does not push a message back down the socket of the page that sent it', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    const tab = randomUUID();
+    const sendingPage = await openLive(app.chatUrl, code, host, { tab });
+    const otherTab = await openLive(app.chatUrl, code, host, { tab: randomUUID() });
+    const guestSocket = await openLive(app.chatUrl, code, guest, { tab });
+    const answer = await host.post(
+      `/rooms/${code}/messages`,
+      { body: 'from this page', client_msg_id: randomUUID() },
+      { headers: { 'hx-request': 'true', 'x-tab-id': tab } },
+    );
+    assert.equal(answer.statusCode, 200);
+    assert.match(answer.body, /msg-1[\s\S]*from this page/);
+    // The other tab of the sender and the partner get it (a partner's page with the same id
+    // changes nothing: only the sender's own page is skipped).
+    assert.match(await otherTab.waitFor(/msg-1/), /message-mine/);
+    assert.match(await guestSocket.waitFor(/msg-1/), /message-theirs/);
+    await send(guest, code, 'reply');
+    assert.match(await sendingPage.waitFor(/msg-2/), /reply/);
+    // Skipped, not lost: no hole is filled from the database afterwards either.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    assert.deepEqual(seqsIn(sendingPage.frames), [2]);
+    for (const socket of [sendingPage, otherTab, guestSocket]) socket.close();
+  });
+
   it('shows the partner’s presence and typing', async () => {
     const { code, host, guest, guestName } = await openRoom(app.chat);
     const hostSocket = await openLive(app.chatUrl, code, host);

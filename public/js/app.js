@@ -24,6 +24,10 @@
     return max;
   }
 
+  // This page's id, on its socket and on its sends: a message sent here comes back in the send's
+  // answer, so the server does not push it down this page's socket as well.
+  const tabId = newMessageId();
+
   // hx-ws fires this before the first connection and before every reconnect; the URL it then
   // opens is connection.url, so the catch-up starts after what the page already shows.
   document.addEventListener('htmx:ws:before:connection', (event) => {
@@ -31,6 +35,7 @@
     if (!connection?.url) return;
     const url = new URL(connection.url, location.href);
     url.searchParams.set('after', String(lastSeq()));
+    url.searchParams.set('tab', tabId);
     connection.url = url.toString();
   });
 
@@ -194,6 +199,7 @@
     const ctx = event.detail?.ctx;
     const sent = ctx?.request?.body;
     if (ctx && sent instanceof FormData) ctx.sentText = String(sent.get('body') ?? '');
+    if (ctx?.request?.headers) ctx.request.headers['X-Tab-Id'] = tabId;
     const id = event.target.querySelector('input[name="client_msg_id"]');
     if (id) id.value = newMessageId();
   });

@@ -22,7 +22,8 @@ import type {
 } from './protocol.ts';
 import { type BenchRoom, openRooms, pool } from './rooms.ts';
 
-type Held = { room: BenchRoom; host: WebSocket; guest: WebSocket };
+/** Each socket is one page, with the page id app.js gives it (sends from it name it too). */
+type Held = { room: BenchRoom; host: WebSocket; guest: WebSocket; hostTab: string; guestTab: string };
 type Group = { rooms: Held[]; pings: number };
 
 /** Message bodies: `bench:<run>:<intended send time, ms>:<sender slot>:<index>` and some text. */
@@ -95,11 +96,12 @@ async function connect(command: Extract<Command, { cmd: 'connect' }>): Promise<C
     async (index) => {
       const room = command.rooms[index] as BenchRoom;
       const url = wsUrl(command.baseUrl, room.code);
+      const [hostTab, guestTab] = [randomUUID(), randomUUID()];
       const [host, guest] = await Promise.all([
-        openSocket(url, room.host, 1, target, command.timeoutMs),
-        openSocket(url, room.guest, 2, target, command.timeoutMs),
+        openSocket(`${url}?tab=${hostTab}`, room.host, 1, target, command.timeoutMs),
+        openSocket(`${url}?tab=${guestTab}`, room.guest, 2, target, command.timeoutMs),
       ]);
-      target.rooms.push({ room, host, guest });
+      target.rooms.push({ room, host, guest, hostTab, guestTab });
       return room;
     },
   );
@@ -186,7 +188,11 @@ async function messages(command: Extract<Command, { cmd: 'messages' }>): Promise
     client
       .post(
         `/rooms/${held.room.code}/messages`,
-        { cookie: slot === 1 ? held.room.host : held.room.guest, 'hx-request': 'true' },
+        {
+          cookie: slot === 1 ? held.room.host : held.room.guest,
+          'hx-request': 'true',
+          'x-tab-id': slot === 1 ? held.hostTab : held.guestTab,
+        },
         `body=${encodeURIComponent(body)}&client_msg_id=${randomUUID()}`,
       )
       .then(

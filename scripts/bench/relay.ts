@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { type WebSocket, WebSocketServer } from 'ws';
 
-type Peer = { socket: WebSocket; slot: number; alive: boolean };
+type Peer = { socket: WebSocket; slot: number; tab: string | null; alive: boolean };
 
 const rooms = new Map<string, Set<Peer>>();
 // Sampled every 10 ms, like the app's (prom-client); the delay is each interval minus those 10 ms.
@@ -72,11 +72,14 @@ const server = http.createServer((request, response) => {
   } else if (route && request.method === 'POST' && route[2] === '/messages') {
     const code = route[1] as string;
     const slot = slotOf(request);
+    const tab = request.headers['x-tab-id'] ?? null;
     void readBody(request).then((raw) => {
       const text = new URLSearchParams(raw.toString('utf8')).get('body') ?? '';
       seq += 1;
       const rendered = new Map<boolean, string>();
       for (const peer of rooms.get(code) ?? []) {
+        // Like the app: the sending page gets its message in the answer, not on its socket.
+        if (tab !== null && peer.tab === tab && peer.slot === slot) continue;
         const mine = peer.slot === slot;
         let html = rendered.get(mine);
         if (html === undefined) {
@@ -104,8 +107,9 @@ server.on('upgrade', (request, socket, head) => {
     return;
   }
   const code = match[1] as string;
+  const tab = new URL(request.url ?? '/', 'http://relay').searchParams.get('tab');
   wss.handleUpgrade(request, socket, head, (ws) => {
-    const peer: Peer = { socket: ws, slot, alive: true };
+    const peer: Peer = { socket: ws, slot, tab, alive: true };
     let peers = rooms.get(code);
     if (!peers) {
       peers = new Set();

@@ -59,6 +59,8 @@ export class MessageService {
     access: RoomAccess,
     input: { body: unknown; clientMsgId: unknown },
     actor: Actor,
+    /** The sending page's id (see `SocketContext.tab`): its own socket is not sent this message. */
+    senderTab: string | null = null,
   ): Promise<SentMessage> {
     const text = this.validate(input.body);
     const clientMsgId = parseClientMsgId(input.clientMsgId);
@@ -66,14 +68,19 @@ export class MessageService {
     const existing = key ? this.inFlight.get(key) : undefined;
     if (existing) return existing.then((message) => ({ ...message, duplicate: true }));
 
-    const sending = this.write(access, {
-      roomId: access.room.id,
-      participantId: access.me.id,
-      kind: 'text',
-      clientMsgId,
-      text,
-      senderIp: actor.ip,
-    });
+    const sending = this.write(
+      access,
+      {
+        roomId: access.room.id,
+        participantId: access.me.id,
+        kind: 'text',
+        clientMsgId,
+        text,
+        senderIp: actor.ip,
+      },
+      null,
+      senderTab,
+    );
     if (key) {
       this.inFlight.set(key, sending);
       void sending.finally(() => this.inFlight.delete(key)).catch(() => undefined);
@@ -89,6 +96,7 @@ export class MessageService {
     access: RoomAccess,
     pending: PendingMessage,
     image: MessageEvent['image'] = null,
+    senderTab: string | null = null,
   ): Promise<SentMessage> {
     const written: WrittenMessage = await this.deps.writer.write(pending);
     const body = written.duplicate
@@ -125,6 +133,7 @@ export class MessageService {
           image,
         },
         pending.text,
+        senderTab,
       );
     }
     return message;

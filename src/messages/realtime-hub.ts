@@ -9,6 +9,13 @@ import type { DatabasePool } from '../infra/db.ts';
 import { fmt } from '../web/format.ts';
 import { loadTranscript, openMessageBody, type TranscriptEntry, type TranscriptImage } from './transcript.ts';
 
+const TAB_ID = /^[0-9A-Za-z-]{8,64}$/;
+
+/** A page id as a client sent it (query or header), or null when absent or malformed. */
+export function parseTabId(value: unknown): string | null {
+  return typeof value === 'string' && TAB_ID.test(value) ? value : null;
+}
+
 /** A committed message, as published: small, and sealed (no plaintext crosses the bus). */
 export type MessageEvent = {
   roomId: string;
@@ -54,6 +61,11 @@ export type SocketContext = {
   partnerName: string | null;
   /** The page has every message up to this seq; the socket starts after it. */
   afterSeq: number;
+  /**
+   * The page's own id (app.js makes one per page load and sends it with its messages): a message
+   * sent from this page comes back in the send's HTTP answer, so the socket need not carry it too.
+   */
+  tab: string | null;
 };
 
 type Connection = SocketContext & {
@@ -220,9 +232,9 @@ export class RealtimeHub {
    * Delivers a committed message here and publishes it (sealed) to the other processes. The
    * sender's process knows the text already and passes it, so local delivery opens nothing.
    */
-  publishMessage(event: MessageEvent, text?: string): void {
+  publishMessage(event: MessageEvent, text?: string, senderTab?: string | null): void {
     this.clearTyping(event.roomId, event.slot);
-    this.deliver(event, text);
+    this.deliver(event, text, senderTab ?? null);
     this.publish(roomChannel(event.roomId), {
       t: 'msg',
       o: this.processId,
@@ -342,11 +354,13 @@ export class RealtimeHub {
     }
   }
 
-  private deliver(event: MessageEvent, text?: string): void {
+  private deliver(event: MessageEvent, text?: string, senderTab: string | null = null): void {
     const room = this.rooms.get(event.roomId);
     if (!room) return;
     const rendered = new Map<boolean, string>();
-    for (const connection of room.connections) this.deliverTo(connection, event, rendered, text);
+    for (const connection of room.connections) {
+      this.deliverTo(connection, event, rendered, text, senderTab);
+    }
   }
 
   /** Renders at most once per perspective per event, whatever the number of viewers. */
@@ -355,6 +369,7 @@ export class RealtimeHub {
     event: MessageEvent,
     rendered: Map<boolean, string>,
     text?: string,
+    senderTab: string | null = null,
   ): void {
     if (connection.held) {
       connection.held.push(event);
@@ -363,6 +378,15 @@ export class RealtimeHub {
     if (connection.sent.has(event.seq) || event.seq <= connection.settled) return;
     connection.sent.add(event.seq);
     if (connection.sent.size > 4_096) connection.sent = new Set([...connection.sent].slice(-1_024));
+    if (
+      senderTab !== null &&
+      connection.tab === senderTab &&
+      connection.participantId === event.participantId
+    ) {
+      // The sending page shows it from its HTTP answer: one frame fewer per message.
+      this.settle(connection, event.seq);
+      return;
+    }
     const mine = connection.slot === event.slot;
     let html = rendered.get(mine);
     if (html === undefined) {

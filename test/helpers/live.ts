@@ -22,6 +22,8 @@ export function openLive(
   client: CookieJar | undefined,
   options: {
     after?: number | string;
+    /** The page id app.js sends (query `tab`, header `X-Tab-Id` on sends). */
+    tab?: string;
     origin?: string;
     headers?: Record<string, string>;
     /** Sees every frame from the first one (frames can arrive together with the upgrade response). */
@@ -30,6 +32,7 @@ export function openLive(
 ): Promise<LiveSocket> {
   const url = new URL(`/rooms/${code}/ws`, baseUrl.replace(/^http/, 'ws'));
   if (options.after !== undefined) url.searchParams.set('after', String(options.after));
+  if (options.tab !== undefined) url.searchParams.set('tab', options.tab);
   const cookie = client ? [...client.cookies].map(([name, value]) => `${name}=${value}`).join('; ') : '';
   const socket = new WebSocket(url, {
     headers: { ...(cookie ? { cookie } : {}), ...options.headers },

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { parseTabId } from '../../messages/realtime-hub.ts';
 import type { RoomAccess } from '../../rooms/room-service.ts';
 import { HttpError } from '../../web/errors.ts';
 import type { ChatAppOptions } from '../app.ts';
@@ -16,7 +17,7 @@ declare module 'fastify' {
  */
 export const liveRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { services }) => {
   const { rooms, hub } = services;
-  app.get<{ Params: { code: string }; Querystring: { after?: string } }>(
+  app.get<{ Params: { code: string }; Querystring: { after?: string; tab?: string } }>(
     '/rooms/:code/ws',
     {
       websocket: true,
@@ -43,6 +44,7 @@ export const liveRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
         partnerName: access.partner?.displayName ?? null,
         // The page says which messages it already shows; without that, only new ones are sent.
         afterSeq: /^\d{1,15}$/.test(after) ? Number(after) : access.room.lastSeq,
+        tab: parseTabId(request.query.tab),
       });
     },
   );

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
+import { parseTabId } from '../../messages/realtime-hub.ts';
 import { wantsFragment } from '../../web/render.ts';
 import type { ChatAppOptions } from '../app.ts';
 
@@ -22,6 +23,8 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
         access,
         { body: request.body?.body, clientMsgId: request.body?.client_msg_id },
         request.actor,
+        // app.js names its page, whose socket then skips what this answer already carries.
+        parseTabId(request.headers['x-tab-id']),
       );
       if (!wantsFragment(request))
         return reply.redirect(`/rooms/${access.room.code}#msg-${message.seq}`, 303);
