@@ -1,15 +1,14 @@
 import fastifyCookie from '@fastify/cookie';
-import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyRequest } from 'fastify';
 import { serverOptions } from '../chat/app.ts';
 import { httpMetricsPlugin } from '../metrics.ts';
-import { projectPath } from '../paths.ts';
 import type { Resources } from '../resources.ts';
 import type { Services } from '../services.ts';
 import { errorHandlerPlugin } from '../web/errors.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
 import { securityHeadersPlugin } from '../web/security-headers.ts';
+import { staticAssets } from '../web/static-assets.ts';
 import { returnPathOf, themeOf, themeRoutes } from '../web/theme.ts';
 import { basicAuthPlugin } from './basic-auth.ts';
 import { cidrGuardPlugin, readOnlyPlugin } from './cidr-guard.ts';
@@ -45,13 +44,7 @@ export const adminApp: FastifyPluginAsync<AdminAppOptions> = async (app, { resou
   if (adminPasswordHash) await app.register(basicAuthPlugin, { passwordHash: adminPasswordHash });
   await app.register(readOnlyPlugin);
   await app.register(viewAuditPlugin, { audit: services.audit, db: resources.db });
-  await app.register(fastifyStatic, {
-    root: projectPath('public'),
-    prefix: '/static/',
-    maxAge: '1h',
-    index: false,
-    decorateReply: false,
-  });
+  await app.register(staticAssets);
   await app.register(healthRoutes, { probe: services.health });
   await app.register(themeRoutes, { method: 'GET' });
   await app.register(metricsRoutes, { resources, services });

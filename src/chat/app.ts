@@ -1,5 +1,4 @@
 import fastifyCookie from '@fastify/cookie';
-import fastifyStatic from '@fastify/static';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, {
   type FastifyBaseLogger,
@@ -8,7 +7,6 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import { httpMetricsPlugin } from '../metrics.ts';
-import { projectPath } from '../paths.ts';
 import type { Resources } from '../resources.ts';
 import type { Services } from '../services.ts';
 import { errorHandlerPlugin } from '../web/errors.ts';
@@ -17,6 +15,7 @@ import { fmt } from '../web/format.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
 import { securityHeadersPlugin } from '../web/security-headers.ts';
+import { staticAssets } from '../web/static-assets.ts';
 import { returnPathOf, themeOf, themeRoutes } from '../web/theme.ts';
 import { devicePlugin } from './plugins/device.ts';
 import { rateLimitsPlugin } from './plugins/rate-limits.ts';
@@ -46,13 +45,7 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
     }),
   });
   await app.register(errorHandlerPlugin);
-  await app.register(fastifyStatic, {
-    root: projectPath('public'),
-    prefix: '/static/',
-    maxAge: '1h',
-    index: false,
-    decorateReply: false,
-  });
+  await app.register(staticAssets);
   await app.register(devicePlugin, { cookieSecure: resources.config.cookieSecure });
   await app.register(sameOriginPlugin);
   await app.register(rateLimitsPlugin, {
