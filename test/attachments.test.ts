@@ -424,6 +424,19 @@ describe('images on the MinIO path (s3rver)', () => {
       }
       assert.deepEqual(await snapshot(app), before, `${item.name} stored something`);
     }
+    // Each refusal is on the audit record, with the sender's IP and the reason.
+    const refusals = await app.resources.db.any(sql.type(
+      z.object({ reason: z.string(), ip: z.string().nullable() }),
+    )`
+      SELECT detail->>'reason' AS reason, host(ip) AS ip FROM audit_events
+      WHERE action = 'attachment.refused' AND room_code = ${code}`);
+    assert.equal(refusals.length, cases.length * 2);
+    assert.deepEqual([...new Set(refusals.map((row) => row.reason))].sort(), [
+      'invalid',
+      'too_large',
+      'unsupported',
+    ]);
+    assert.deepEqual([...new Set(refusals.map((row) => row.ip))], ['192.0.2.10']); // the host's address (openRoom)
   });
 
   it('refuses decompression bombs: small files that decode to too many pixels', async () => {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import fastifyMultipart from '@fastify/multipart';
 import type { FastifyPluginAsync } from 'fastify';
+import { DomainError, type DomainErrorKind } from '../../domain-error.ts';
 import { wantsFragment } from '../../web/render.ts';
 import { sendStoredImage } from '../../web/stored-image.ts';
 import type { ChatAppOptions } from '../app.ts';
@@ -9,11 +10,14 @@ import { readUploadForm, type UploadLimits } from '../upload-form.ts';
 type CodeParams = { Params: { code: string } };
 type AttachmentParams = { Params: { code: string; id: string } };
 
+/** Upload errors that mean "this file was refused" (not: the chat is over, or a part is down). */
+const REFUSALS = new Set<DomainErrorKind>(['invalid', 'too_large', 'unsupported']);
+
 /** A browser may keep an image this long, and never past the end of its chat. */
 const MAX_CACHE_SECONDS = 24 * 60 * 60;
 
 export const attachmentRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { services, resources }) => {
-  const { rooms, attachments } = services;
+  const { rooms, attachments, audit } = services;
   const { config, clock } = resources;
   const limits: UploadLimits = {
     maxFileBytes: Math.floor(config.maxUploadMb * 1024 * 1024),
@@ -32,16 +36,35 @@ export const attachmentRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, 
   app.post<CodeParams>('/rooms/:code/attachments', async (request, reply) => {
     await app.checkLimit('upload', request);
     const access = await rooms.access(request.params.code, request.device, request.actor);
-    const form = await readUploadForm(request, limits);
-    const message = await attachments.upload(
-      access,
-      {
-        data: form.file ?? Buffer.alloc(0),
-        caption: form.fields.caption,
-        clientMsgId: form.fields.client_msg_id,
-      },
-      request.actor,
-    );
+    let message: Awaited<ReturnType<typeof attachments.upload>>;
+    try {
+      const form = await readUploadForm(request, limits);
+      message = await attachments.upload(
+        access,
+        {
+          data: form.file ?? Buffer.alloc(0),
+          caption: form.fields.caption,
+          clientMsgId: form.fields.client_msg_id,
+        },
+        request.actor,
+      );
+    } catch (error) {
+      // A refused file (too large, not an image, a bomb, corrupt) is on the record with who sent it.
+      if (error instanceof DomainError && REFUSALS.has(error.kind)) {
+        await audit
+          .record({
+            source: 'chat',
+            action: 'attachment.refused',
+            actor: request.actor,
+            roomId: access.room.id,
+            roomCode: access.room.code,
+            participantId: access.me.id,
+            detail: { reason: error.kind },
+          })
+          .catch(() => undefined);
+      }
+      throw error;
+    }
     if (!wantsFragment(request)) return reply.redirect(`/rooms/${access.room.code}#msg-${message.seq}`, 303);
     return reply.render(
       { page: 'partials/uploaded', fragment: 'partials/uploaded' },
