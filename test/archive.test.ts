@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -145,6 +145,18 @@ for (const backend of ['files', 's3'] as const) {
       assert.doesNotMatch(page.body, /NOT VERIFIED/);
       const dashboard = await app.admin.inject({ url: '/?status=archived', ...ADMIN });
       assert.match(dashboard.body, new RegExp(`<tr data-room="${code}">`));
+    });
+
+    it('removes image objects that no message names (an upload whose commit never happened)', async () => {
+      const { roomId, image } = await endedRoom(app);
+      const orphan = `attachments/${roomId}/${randomUUID()}.image`;
+      await app.resources.store.put(orphan, Buffer.from('sealed bytes of an upload that never committed'));
+      assert.equal(await app.services.sweeper.runOnce(), true);
+      assert.equal((await roomState(app, roomId)).status, 'archived');
+      assert.deepEqual(
+        await app.resources.store.list(`attachments/${roomId}/`),
+        [image.objectKey, image.thumbKey].sort(),
+      );
     });
 
     it('reports a modified bundle loudly and never as verified', async () => {

@@ -30,6 +30,10 @@ function behavesAsAnObjectStore(
       await store.put('rooms/xyz/three.bin', Buffer.from('three'));
       assert.deepEqual(await store.get('rooms/abc/one.bin'), data);
       assert.deepEqual(await store.list('rooms/abc/'), ['rooms/abc/one.bin', 'rooms/abc/two.bin']);
+      // A prefix is a prefix of keys, not only a folder.
+      assert.deepEqual(await store.list('rooms/ab'), ['rooms/abc/one.bin', 'rooms/abc/two.bin']);
+      assert.deepEqual(await store.list('rooms/abc/t'), ['rooms/abc/two.bin']);
+      assert.deepEqual(await store.list('rooms/nothing/'), []);
       await store.delete('rooms/abc/one.bin');
       await store.delete('rooms/abc/one.bin');
       assert.deepEqual(await store.list('rooms/abc/'), ['rooms/abc/two.bin']);

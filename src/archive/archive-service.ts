@@ -92,6 +92,7 @@ export class ArchiveService {
     const key = archiveObjectKey(roomId);
     const dataKey = await roomKeys.dataKey(roomId);
     await store.put(key, seal(dataKey, plaintext, aad.archive(roomId)));
+    await this.removeOrphanObjects(roomId, record);
     return db.transaction(async (tx) => {
       const updated = await tx.maybeOne(sql.type(z.object({ code: z.string() }))`
         UPDATE rooms
@@ -112,6 +113,22 @@ export class ArchiveService {
       );
       return true;
     });
+  }
+
+  /**
+   * Removes the image objects of this room that no attachments row names: an upload stores its
+   * objects before its message commits, and a process that died in between left them behind.
+   * Once the room is over no upload can commit any more, so whatever is unnamed now stays so.
+   */
+  private async removeOrphanObjects(roomId: string, record: RoomRecord): Promise<void> {
+    const named = new Set(
+      record.attachments.flatMap((attachment) => [attachment.objectKey, attachment.thumbKey]),
+    );
+    const orphans = (await this.deps.store.list(`attachments/${roomId}/`)).filter((key) => !named.has(key));
+    for (const key of orphans) await this.deps.store.delete(key);
+    if (orphans.length > 0) {
+      this.deps.logger.warn({ roomId, count: orphans.length }, 'removed image objects no message refers to');
+    }
   }
 
   /** Reads a room's bundle back from the object store and checks it against the recorded hash. */

@@ -72,7 +72,10 @@ export function createFsObjectStore(root: string): ObjectStore {
           else if (!entry.name.endsWith('.tmp') && key.startsWith(prefix)) found.push(key);
         }
       };
-      await walk(resolved, '');
+      // Walk only the directory the prefix names (its part up to the last '/'), not the whole store.
+      const directoryPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+      if (directoryPart !== '') assertObjectKey(directoryPart);
+      await walk(directoryPart === '' ? resolved : fileOf(directoryPart), directoryPart);
       return found.sort();
     },
     async ping() {
