@@ -1,4 +1,3 @@
-import type { Eta } from 'eta';
 import { ArchiveService } from './archive/archive-service.ts';
 import { RetentionService } from './archive/retention.ts';
 import { AttachmentService } from './attachments/attachment-service.ts';
@@ -12,14 +11,14 @@ import type { Resources } from './resources.ts';
 import { RoomService } from './rooms/room-service.ts';
 import { type Sweeper, startSweeper } from './rooms/sweeper.ts';
 import { createHealthProbe, type HealthReport } from './web/health.ts';
-import { createViews } from './web/render.ts';
+import { createViews, type Views } from './web/render.ts';
 
 /**
  * The domain services of one process, built once on the shared resources and handed to both
  * listeners. Each takes its dependencies as arguments and knows nothing of HTTP.
  */
 export type Services = {
-  views: Eta;
+  views: Views;
   health: () => Promise<HealthReport>;
   audit: AuditLog;
   roomKeys: RoomKeys;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
+import { ManualClock } from '../src/infra/clock.ts';
 import { sql } from '../src/infra/db.ts';
 import { cleanMessageText } from '../src/messages/message-service.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
@@ -158,6 +159,111 @@ describe('two writers on one room', () => {
       .body;
     assert.doesNotMatch(page, /unreadable/);
     for (const text of texts) assert.match(page, new RegExp(text));
+  });
+});
+
+describe('the room page', () => {
+  let app: TestApp;
+  let other: TestApp;
+  let clock: ManualClock;
+  before(async () => {
+    clock = new ManualClock(Date.UTC(2026, 0, 15, 22, 0, 0));
+    app = await buildTestApp({ clock, env: { ROOM_TTL_HOURS: '72' } });
+    other = await buildTestApp({
+      database: app.database,
+      clock,
+      env: { ROOM_TTL_HOURS: '72', MASTER_KEY: (app.config.masterKey as Buffer).toString('base64') },
+    });
+  });
+  after(async () => {
+    await other.close();
+    await app.close();
+  });
+
+  /** Each message of a page: its seq, whose it is, and its day separator (label, shown or not). */
+  const messagesOf = (html: string) =>
+    [
+      ...html.matchAll(
+        /<li id="msg-(\d+)" data-seq="\d+" class="message message-(mine|theirs)">\s*<p class="day-divider"( hidden)?><time datetime="([\d-]+)">([^<]+)<\/time>/g,
+      ),
+    ].map(
+      ([, seq, whose, hidden, day, label]) =>
+        `${seq} ${whose} ${day} ${hidden ? 'hidden' : 'shown'} ${label}`,
+    );
+
+  it('labels the day separators by the time of each load, for each reader, while days pass', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    assert.equal((await send(host, code, 'late evening')).statusCode, 303);
+    assert.deepEqual(messagesOf((await guest.get(`/rooms/${code}`)).body), [
+      '1 theirs 2026-01-15 shown Today',
+    ]);
+    clock.advance(3 * 3_600_000);
+    assert.equal((await send(guest, code, 'after midnight')).statusCode, 303);
+    assert.equal((await send(host, code, 'still up')).statusCode, 303);
+    const expected = [
+      '1 mine 2026-01-15 shown Yesterday',
+      '2 theirs 2026-01-16 shown Today',
+      '3 mine 2026-01-16 hidden 16 Jan 2026',
+    ];
+    assert.deepEqual(messagesOf((await host.get(`/rooms/${code}`)).body), expected);
+    assert.deepEqual(messagesOf((await host.get(`/rooms/${code}`)).body), expected);
+    assert.deepEqual(messagesOf((await guest.get(`/rooms/${code}`)).body), [
+      '1 theirs 2026-01-15 shown Yesterday',
+      '2 mine 2026-01-16 shown Today',
+      '3 theirs 2026-01-16 hidden 16 Jan 2026',
+    ]);
+    clock.advance(24 * 3_600_000);
+    assert.deepEqual(messagesOf((await host.get(`/rooms/${code}`)).body), [
+      '1 mine 2026-01-15 shown 15 Jan 2026',
+      '2 theirs 2026-01-16 shown Yesterday',
+      '3 mine 2026-01-16 hidden 16 Jan 2026',
+    ]);
+    // The no-JS frame and the htmx history read the same partial.
+    assert.deepEqual(
+      messagesOf(
+        (await host.get(`/rooms/${code}/messages?after=0`, { headers: { 'hx-request': 'true' } })).body,
+      ),
+      [
+        '1 mine 2026-01-15 shown 15 Jan 2026',
+        '2 theirs 2026-01-16 shown 16 Jan 2026',
+        '3 mine 2026-01-16 hidden 16 Jan 2026',
+      ],
+    );
+  });
+
+  it('shows every message acknowledged before a load, however many loads and writers run at once', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    const second = await openRoom(app.chat);
+    // The guest writes through the other app (another process on the same database).
+    const guestThere = new Client(other.chat, { remoteAddress: '198.51.100.20' });
+    for (const [name, value] of guest.cookies) guestThere.cookies.set(name, value);
+    let acknowledged = 0;
+    for (let round = 0; round < 6; round++) {
+      const writer = round % 2 === 0 ? guestThere : host;
+      const sent = await send(writer, code, `round ${round}`, { client_msg_id: randomUUID() }, true);
+      assert.equal(sent.statusCode, 200);
+      acknowledged = Number(/data-seq="(\d+)"/.exec(sent.body)?.[1]);
+      // Loads of this room and another at once, while the other room gets a message too.
+      const loads = await Promise.all([
+        ...Array.from({ length: 5 }, () => host.get(`/rooms/${code}`)),
+        guest.get(`/rooms/${code}`),
+        second.host.get(`/rooms/${second.code}`),
+        send(second.guest, second.code, `other room ${round}`),
+        second.guest.get(`/rooms/${second.code}`),
+      ]);
+      for (const page of loads.slice(0, 6)) {
+        assert.equal(page.statusCode, 200);
+        const seqs = messagesOf(page.body).map((line) => Number(line.split(' ')[0]));
+        assert.deepEqual(
+          seqs,
+          Array.from({ length: acknowledged }, (_, index) => index + 1),
+        );
+        assert.match(page.body, new RegExp(`round ${round}`));
+      }
+      for (const page of [loads[6], loads[8]]) assert.equal(page?.statusCode, 200);
+    }
+    const afterAll = messagesOf((await second.host.get(`/rooms/${second.code}`)).body);
+    assert.equal(afterAll.length, 6);
   });
 });
 

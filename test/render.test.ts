@@ -44,6 +44,21 @@ describe('views', () => {
     assert.match(html, /&quot;&#39;&amp; &lt;img src=x onerror=alert\(1\)&gt; hx-get=&quot;\/x&quot;/);
   });
 
+  it('merges include and layout data with Object.assign, not spread (a slow path on Node 20)', () => {
+    const code = app.services.views.compileToString(
+      "<% layout('/layout', { title: 'x' }) %><%~ include('/partials/typing', { typing: false }) %>",
+      { async: false },
+    );
+    assert.doesNotMatch(code, /\{\.\.\.it/);
+    assert.match(code, /Object\.assign\(\{\}, it, __eta_d\)/);
+    assert.match(code, /Object\.assign\(\{\}, it, \{ body: __eta\.res \}, __eta\.layoutData/);
+    // Same data as spreading: the include's own data wins, the parent's fills in, nothing leaks back.
+    app.services.views.loadTemplate('@child', '<%= it.a %> <%= it.b %>');
+    const parent = { a: 1, b: 2 };
+    const html = app.services.views.renderString("<%~ include('@child', { b: 3 }) %>|<%= it.b %>", parent);
+    assert.equal(html, '1 3|2');
+  });
+
   it('answers a page for a normal request and a fragment for htmx, from the same URL', async () => {
     const page = await app.chat.inject({ url: '/no-such-page' });
     assert.equal(page.statusCode, 404);

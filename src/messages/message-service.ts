@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
-import { z } from 'zod';
 import type { Actor } from '../audit/audit-log.ts';
 import type { RoomKeys } from '../crypto/room-keys.ts';
 import { DomainError } from '../domain-error.ts';
-import { type DatabasePool, sql } from '../infra/db.ts';
+import type { DatabasePool } from '../infra/db.ts';
 import type { RoomAccess } from '../rooms/room-service.ts';
+import { LastSeqReader } from './last-seq-reader.ts';
 import type { MessageWriter, PendingMessage, WrittenMessage } from './message-writer.ts';
 import type { MessageEvent, RealtimeHub } from './realtime-hub.ts';
 import { loadTranscript, openMessageBody, type TranscriptEntry, type TranscriptQuery } from './transcript.ts';
@@ -31,8 +31,6 @@ const RECENT_CACHE_ENTRIES = 20_000;
 /** A room's newest messages; every message up to `checkedSeq` that belongs here is in `entries`. */
 type Recent = { entries: TranscriptEntry[]; upToSeq: number; checkedSeq: number; limit: number };
 
-const lastSeqRow = z.object({ last_seq: z.number() });
-
 /**
  * Sending and reading messages. A send is validated, written by the group-commit writer (and so
  * acknowledged only after commit), then delivered live by the hub.
@@ -43,6 +41,8 @@ export class MessageService {
   /** Room id -> its newest messages, opened (see `recent`). */
   private readonly recentCache = new Map<string, Recent>();
   private recentCacheSize = 0;
+  /** `last_seq` reads of room page loads, batched (see LastSeqReader). */
+  private readonly lastSeqs: LastSeqReader;
 
   constructor(
     private readonly deps: {
@@ -53,7 +53,9 @@ export class MessageService {
       logger: Logger;
     },
     private readonly settings: { maxMessageChars: number },
-  ) {}
+  ) {
+    this.lastSeqs = new LastSeqReader(deps.db);
+  }
 
   async send(
     access: RoomAccess,
@@ -155,8 +157,7 @@ export class MessageService {
    * are dropped when it ends (`forgetRecent`).
    */
   async recent(roomId: string, limit: number): Promise<TranscriptEntry[]> {
-    const lastSeq = await this.deps.db.oneFirst(sql.type(lastSeqRow)`
-      SELECT last_seq FROM rooms WHERE id = ${roomId}`);
+    const lastSeq = await this.lastSeqs.read(roomId);
     const cached = this.recentCache.get(roomId);
     let recent: Recent;
     if (cached && cached.limit === limit && cached.checkedSeq === lastSeq) {

@@ -34,9 +34,20 @@ export function dateTime(epochMs: number): string {
   return `${date(epochMs)}, ${clockTime(epochMs)}`;
 }
 
+const DAY_MS = 86_400_000;
+/** Day number -> its key; a page asks for the day of each of its messages. */
+const dayKeys = new Map<number, string>();
+
 /** "2026-11-25": the UTC day, which groups messages under one day separator. */
 export function dayKey(epochMs: number): string {
-  return new Date(epochMs).toISOString().slice(0, 10);
+  const day = Math.floor(epochMs / DAY_MS);
+  let key = dayKeys.get(day);
+  if (key === undefined) {
+    key = new Date(epochMs).toISOString().slice(0, 10);
+    if (dayKeys.size >= 1_000) dayKeys.clear();
+    dayKeys.set(day, key);
+  }
+  return key;
 }
 
 /**
