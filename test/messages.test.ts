@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { z } from 'zod';
 import { ManualClock } from '../src/infra/clock.ts';
 import { sql } from '../src/infra/db.ts';
@@ -22,6 +25,10 @@ const messageRows = (app: TestApp, code: string) =>
   )`
     SELECT m.seq, m.client_msg_id, host(m.sender_ip) AS sender_ip
     FROM messages m JOIN rooms r ON r.id = m.room_id WHERE r.code = ${code} AND r.status = 'active' ORDER BY m.seq`);
+
+/** A full garbage collection, without starting the test process with --expose-gc. */
+setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as () => void;
 
 describe('sending', () => {
   let app: TestApp;
@@ -542,6 +549,28 @@ describe('live delivery', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(garbage.socket.readyState, garbage.socket.OPEN, 'malformed JSON is ignored, not fatal');
     garbage.close();
+  });
+
+  it('lets the upgrade request go once the socket is open (an idle socket keeps only itself)', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    const upgrades: WeakRef<IncomingMessage>[] = [];
+    const onUpgrade = (request: IncomingMessage) => upgrades.push(new WeakRef(request));
+    app.chat.server.on('upgrade', onUpgrade);
+    const socket = await openLive(app.chatUrl, code, guest, { after: 0 });
+    app.chat.server.off('upgrade', onUpgrade);
+    await socket.waitFor(/partner-status/);
+    assert.equal(upgrades.length, 1);
+    // The catch-up read may still hold it for a moment; after that, nothing may.
+    const deadline = Date.now() + 5_000;
+    while (upgrades[0]?.deref() !== undefined && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      collectGarbage();
+    }
+    assert.equal(upgrades[0]?.deref(), undefined, 'an open socket still holds its upgrade request');
+    // and the socket still works
+    await send(host, code, 'still live');
+    assert.match(await socket.waitFor(/msg-1/), /still live/);
+    socket.close();
   });
 
   it('tells open sockets when the chat ends, closes them, and refuses further sends', async () => {

@@ -61,7 +61,10 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   await app.register(homeRoutes);
   await app.register(themeRoutes, { method: 'POST' });
   await app.register(fastifyWebsocket, {
-    options: { maxPayload: 16 * 1024 },
+    // No client tracking: the hub knows every socket (and closes them all on shutdown); ws's
+    // tracking would add a Set entry and a 'close' closure to every socket. permessage-deflate
+    // stays off (ws's server default): it would cost ~300 KB of zlib state per socket.
+    options: { maxPayload: 16 * 1024, clientTracking: false, perMessageDeflate: false },
     // On shutdown every socket hears 1012 (service restart), on which htmx reconnects.
     preClose: (done) => {
       void services.hub.close().finally(done);

@@ -171,6 +171,11 @@ export class RealtimeHub {
 
   /** Takes over an upgraded socket: catches it up, then keeps it live until it closes. */
   async attach(socket: WebSocket, context: SocketContext): Promise<void> {
+    // First, so that no error goes unheard (the caller has taken the plugin's listener off).
+    socket.on('error', (error) => {
+      this.deps.logger.warn({ err: { message: error.message }, roomId: context.roomId }, 'websocket error');
+      socket.terminate();
+    });
     if (this.closing) {
       socket.close(1012, 'server restarting');
       return;
@@ -191,7 +196,6 @@ export class RealtimeHub {
     });
     socket.on('message', (data, isBinary) => this.onFrame(connection, data, isBinary));
     socket.on('close', () => this.detach(connection));
-    socket.on('error', () => socket.terminate());
 
     const room = this.joinRoom(connection);
     await room.unsubscribe.catch(() => undefined);
