@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Eta } from 'eta';
 import type { Logger } from 'pino';
-import type { WebSocket } from 'ws';
+import type { RawData, WebSocket } from 'ws';
 import type { RoomKeys } from '../crypto/room-keys.ts';
 import type { Bus } from '../infra/bus.ts';
 import type { Clock } from '../infra/clock.ts';
@@ -51,11 +51,10 @@ type WireEvent =
   | { t: 'rooms-ended'; o: string; rs: string[] }
   | { t: 'alive'; o: string };
 
-/** What the hub knows about one open socket. */
+/** What the hub is told about a socket it takes over. */
 export type SocketContext = {
   roomId: string;
   code: string;
-  participantId: string;
   slot: 1 | 2;
   myName: string | null;
   partnerName: string | null;
@@ -68,25 +67,105 @@ export type SocketContext = {
   tab: string | null;
 };
 
-type Connection = SocketContext & {
-  socket: WebSocket;
-  alive: boolean;
-  sent: Set<number>;
+/** A room with sockets in this process. */
+type LocalRoom = {
+  id: string;
+  code: string;
+  /** Usually one or two (a page per participant); an array costs less than a Set. */
+  connections: Connection[];
+  /** The participants' display names by slot (index slot - 1), as far as known here. */
+  names: [string | null, string | null];
+  unsubscribe: Promise<() => Promise<void>>;
+};
+
+/** Where a socket finds its connection, for the listeners that all sockets share. */
+const kConnection = Symbol('ccc.hub.connection');
+type HubSocket = WebSocket & { [kConnection]?: Connection };
+
+/** Past this many seqs sent ahead of a hole, the lowest are forgotten (at worst one is sent twice). */
+const MAX_AHEAD = 4_096;
+
+/**
+ * What the hub keeps per open socket. One process holds tens of thousands of mostly idle sockets,
+ * so this is one small object of fixed shape: the room's id, code and names live on the room, the
+ * socket's listeners are shared by every socket, and the seqs sent are "everything up to
+ * `settled`" plus the few sent ahead of a hole.
+ */
+class Connection {
+  alive = true;
   /** Every message up to this seq has been sent, or does not exist (a retried send skips a seq). */
   settled: number;
   /** The highest seq sent. Above `settled` means a hole: a timer fills it from the database. */
   highest: number;
-  fillTimer: NodeJS.Timeout | undefined;
+  /** Seqs above `settled` that were sent, ascending; null when there are none (nearly always). */
+  ahead: number[] | null = null;
+  fillTimer: NodeJS.Timeout | undefined = undefined;
   /** While the missed messages load, live events wait here (then go out in order, without repeats). */
-  held: MessageEvent[] | null;
-  frames: { tokens: number; at: number };
-};
+  held: MessageEvent[] | null = [];
+  /** The client's frames, as a token bucket; a bucket never used is full. */
+  frameTokens: number;
+  frameAt = 0;
 
-type LocalRoom = {
-  code: string;
-  connections: Set<Connection>;
-  unsubscribe: Promise<() => Promise<void>>;
-};
+  constructor(
+    readonly room: LocalRoom,
+    readonly socket: WebSocket,
+    readonly slot: 1 | 2,
+    /** The page's id (see SocketContext.tab). */
+    readonly tab: string | null,
+    afterSeq: number,
+    frameBurst: number,
+  ) {
+    this.settled = afterSeq;
+    this.highest = afterSeq;
+    this.frameTokens = frameBurst;
+  }
+
+  get roomId(): string {
+    return this.room.id;
+  }
+
+  get code(): string {
+    return this.room.code;
+  }
+
+  get partnerName(): string | null {
+    return this.room.names[2 - this.slot] ?? null;
+  }
+
+  /** Whether the message with this seq has gone to this socket (or is known not to exist). */
+  hasSent(seq: number): boolean {
+    return seq <= this.settled || (this.ahead?.includes(seq) ?? false);
+  }
+
+  /** Records a seq as sent, moving `settled` over what has become contiguous. */
+  markSent(seq: number): void {
+    if (this.hasSent(seq)) return;
+    if (seq === this.settled + 1) {
+      this.settled = seq;
+    } else {
+      this.ahead ??= [];
+      const ahead = this.ahead;
+      let index = ahead.length;
+      while (index > 0 && (ahead[index - 1] as number) > seq) index -= 1;
+      ahead.splice(index, 0, seq);
+      if (ahead.length > MAX_AHEAD) ahead.splice(0, ahead.length - MAX_AHEAD / 4);
+    }
+    this.advance();
+  }
+
+  /** Moves `settled` over the seqs sent ahead that are now contiguous, and forgets those below it. */
+  advance(): void {
+    const ahead = this.ahead;
+    if (ahead === null) return;
+    let index = 0;
+    while (index < ahead.length && (ahead[index] as number) <= this.settled + 1) {
+      this.settled = Math.max(this.settled, ahead[index] as number);
+      index += 1;
+    }
+    if (index === ahead.length) this.ahead = null;
+    else if (index > 0) ahead.splice(0, index);
+  }
+}
 
 export type HubOptions = {
   /** A socket whose unsent data passes this is closed (it reconnects and catches up from the database). */
@@ -136,6 +215,33 @@ export class RealtimeHub {
   private closing = false;
   private readonly remoteEndedListeners: ((roomIds: string[]) => void)[] = [];
   private hubUnsubscribe: Promise<() => Promise<void>> | undefined;
+  /** One handler for every channel (not a closure per room). */
+  private readonly wireHandler = (raw: string) => this.onWire(raw);
+  /**
+   * The listeners every socket shares (`this` is the socket, which points at its connection), so
+   * that an open socket costs no closures.
+   */
+  private readonly socketListeners = ((hub: RealtimeHub) => ({
+    pong(this: HubSocket) {
+      const connection = this[kConnection];
+      if (connection) connection.alive = true;
+    },
+    message(this: HubSocket, data: RawData, isBinary: boolean) {
+      const connection = this[kConnection];
+      if (connection) hub.onFrame(connection, data, isBinary);
+    },
+    close(this: HubSocket) {
+      const connection = this[kConnection];
+      if (connection) hub.detach(connection);
+    },
+    error(this: HubSocket, error: Error) {
+      hub.deps.logger.warn(
+        { err: { message: error.message }, roomId: this[kConnection]?.roomId },
+        'websocket error',
+      );
+      this.terminate();
+    },
+  }))(this);
 
   constructor(
     private readonly deps: HubDeps,
@@ -165,56 +271,52 @@ export class RealtimeHub {
 
   socketCount(): number {
     let count = 0;
-    for (const room of this.rooms.values()) count += room.connections.size;
+    for (const room of this.rooms.values()) count += room.connections.length;
     return count;
   }
 
   /** Takes over an upgraded socket: catches it up, then keeps it live until it closes. */
   async attach(socket: WebSocket, context: SocketContext): Promise<void> {
+    const listeners = this.socketListeners;
     // First, so that no error goes unheard (the caller has taken the plugin's listener off).
-    socket.on('error', (error) => {
-      this.deps.logger.warn({ err: { message: error.message }, roomId: context.roomId }, 'websocket error');
-      socket.terminate();
-    });
+    socket.on('error', listeners.error);
     if (this.closing) {
       socket.close(1012, 'server restarting');
       return;
     }
-    const connection: Connection = {
-      ...context,
+    const room = this.joinRoom(context);
+    const connection = new Connection(
+      room,
       socket,
-      alive: true,
-      sent: new Set(),
-      settled: context.afterSeq,
-      highest: context.afterSeq,
-      fillTimer: undefined,
-      held: [],
-      frames: { tokens: this.options.framesPerSecond * 2, at: Date.now() },
-    };
-    socket.on('pong', () => {
-      connection.alive = true;
-    });
-    socket.on('message', (data, isBinary) => this.onFrame(connection, data, isBinary));
-    socket.on('close', () => this.detach(connection));
+      context.slot,
+      context.tab,
+      context.afterSeq,
+      this.options.framesPerSecond * 2,
+    );
+    (socket as HubSocket)[kConnection] = connection;
+    socket.on('pong', listeners.pong);
+    socket.on('message', listeners.message);
+    socket.on('close', listeners.close);
+    this.addConnection(connection, context);
 
-    const room = this.joinRoom(connection);
     await room.unsubscribe.catch(() => undefined);
     const partner = (3 - connection.slot) as 1 | 2;
     this.send(connection, this.renderPresence(connection, this.isOnline(connection.roomId, partner)));
 
     try {
       const missed = await loadTranscript(this.deps, connection.roomId, {
-        afterSeq: connection.afterSeq,
+        afterSeq: context.afterSeq,
         limit: MAX_CATCH_UP,
       });
       for (const entry of missed) {
-        connection.sent.add(entry.seq);
+        connection.markSent(entry.seq);
         this.send(connection, this.renderMessage(connection.code, entry, entry.slot === connection.slot));
       }
       // What the database had is complete up to its last row, holes included.
-      const last = missed.at(-1)?.seq ?? connection.afterSeq;
+      const last = missed.at(-1)?.seq ?? context.afterSeq;
       connection.settled = Math.max(connection.settled, last);
       connection.highest = Math.max(connection.highest, last);
+      connection.advance();
     } catch (error) {
       this.deps.logger.warn(
         { err: { message: (error as Error).message }, roomId: connection.roomId },
@@ -275,35 +377,42 @@ export class RealtimeHub {
     await unsubscribe?.().catch(() => undefined);
   }
 
-  private joinRoom(connection: Connection): LocalRoom {
-    let room = this.rooms.get(connection.roomId);
+  private joinRoom(context: SocketContext): LocalRoom {
+    const roomId = context.roomId;
+    let room = this.rooms.get(roomId);
     if (!room) {
-      const roomId = connection.roomId;
-      const unsubscribe = this.deps.bus.subscribe(roomChannel(roomId), (raw) => this.onWire(raw));
-      room = { code: connection.code, connections: new Set(), unsubscribe };
+      const unsubscribe = this.deps.bus.subscribe(roomChannel(roomId), this.wireHandler);
+      room = { id: roomId, code: context.code, connections: [], names: [null, null], unsubscribe };
       this.rooms.set(roomId, room);
       // Ask the other processes who is online in this room.
       void unsubscribe.then(() =>
         this.publish(roomChannel(roomId), { t: 'hello', o: this.processId, r: roomId }),
       );
     }
-    const wasOnline = this.localCount(connection.roomId, connection.slot) > 0;
-    room.connections.add(connection);
-    this.learnName(connection.roomId, connection.slot, connection.myName);
-    if (!wasOnline) this.presenceChanged(connection.roomId, connection.slot, true);
     return room;
+  }
+
+  private addConnection(connection: Connection, context: SocketContext): void {
+    const { room, slot } = connection;
+    const wasOnline = this.localCount(room.id, slot) > 0;
+    room.connections.push(connection);
+    this.learnName(room.id, slot, context.myName);
+    this.learnName(room.id, (3 - slot) as 1 | 2, context.partnerName);
+    if (!wasOnline) this.presenceChanged(room.id, slot, true);
   }
 
   private detach(connection: Connection): void {
     if (connection.fillTimer) clearTimeout(connection.fillTimer);
-    const room = this.rooms.get(connection.roomId);
-    if (!room?.connections.delete(connection)) return;
-    if (this.localCount(connection.roomId, connection.slot) === 0) {
-      this.clearTyping(connection.roomId, connection.slot);
-      this.presenceChanged(connection.roomId, connection.slot, false);
+    const { room } = connection;
+    const index = room.connections.indexOf(connection);
+    if (index === -1) return;
+    room.connections.splice(index, 1);
+    if (this.localCount(room.id, connection.slot) === 0) {
+      this.clearTyping(room.id, connection.slot);
+      this.presenceChanged(room.id, connection.slot, false);
     }
-    if (room.connections.size === 0) {
-      this.rooms.delete(connection.roomId);
+    if (room.connections.length === 0 && this.rooms.get(room.id) === room) {
+      this.rooms.delete(room.id);
       void room.unsubscribe.then((unsubscribe) => unsubscribe()).catch(() => undefined);
     }
   }
@@ -337,17 +446,12 @@ export class RealtimeHub {
    * in another process), the host's sockets learn the guest's name, for presence and typing.
    */
   private learnName(roomId: string, slot: 1 | 2, name: string | null | undefined): void {
-    if (!name) return;
-    for (const connection of this.rooms.get(roomId)?.connections ?? []) {
-      if (connection.slot !== slot && connection.partnerName === null) connection.partnerName = name;
-    }
+    const room = this.rooms.get(roomId);
+    if (name && room && room.names[slot - 1] === null) room.names[slot - 1] = name;
   }
 
   private localName(roomId: string, slot: 1 | 2): string | null {
-    for (const connection of this.rooms.get(roomId)?.connections ?? []) {
-      if (connection.slot === slot && connection.myName) return connection.myName;
-    }
-    return null;
+    return this.rooms.get(roomId)?.names[slot - 1] ?? null;
   }
 
   /** Shows the (new) presence of `slot` to the sockets of its partner in this process. */
@@ -379,14 +483,10 @@ export class RealtimeHub {
       connection.held.push(event);
       return;
     }
-    if (connection.sent.has(event.seq) || event.seq <= connection.settled) return;
-    connection.sent.add(event.seq);
-    if (connection.sent.size > 4_096) connection.sent = new Set([...connection.sent].slice(-1_024));
-    if (
-      senderTab !== null &&
-      connection.tab === senderTab &&
-      connection.participantId === event.participantId
-    ) {
+    if (connection.hasSent(event.seq)) return;
+    connection.markSent(event.seq);
+    // A slot is one participant of the room: the same slot and page id is the sending page.
+    if (senderTab !== null && connection.tab === senderTab && connection.slot === event.slot) {
       // The sending page shows it from its HTTP answer: one frame fewer per message.
       this.settle(connection, event.seq);
       return;
@@ -409,7 +509,7 @@ export class RealtimeHub {
    */
   private settle(connection: Connection, seq: number): void {
     connection.highest = Math.max(connection.highest, seq);
-    while (connection.sent.has(connection.settled + 1)) connection.settled += 1;
+    connection.advance();
     if (connection.highest <= connection.settled || connection.fillTimer) return;
     connection.fillTimer = setTimeout(() => {
       connection.fillTimer = undefined;
@@ -430,8 +530,8 @@ export class RealtimeHub {
       return;
     }
     for (const entry of missing) {
-      if (entry.seq > upTo || connection.sent.has(entry.seq)) continue;
-      connection.sent.add(entry.seq);
+      if (entry.seq > upTo || connection.hasSent(entry.seq)) continue;
+      connection.markSent(entry.seq);
       this.send(connection, this.renderMessage(connection.code, entry, entry.slot === connection.slot));
     }
     // Up to `upTo` the database has answered: what it does not have does not exist.
@@ -493,19 +593,18 @@ export class RealtimeHub {
     socket.send(html);
   }
 
-  private onFrame(connection: Connection, data: import('ws').RawData, isBinary: boolean): void {
+  private onFrame(connection: Connection, data: RawData, isBinary: boolean): void {
     const now = Date.now();
-    const { frames } = connection;
-    frames.tokens = Math.min(
+    connection.frameTokens = Math.min(
       this.options.framesPerSecond * 2,
-      frames.tokens + ((now - frames.at) / 1000) * this.options.framesPerSecond,
+      connection.frameTokens + ((now - connection.frameAt) / 1000) * this.options.framesPerSecond,
     );
-    frames.at = now;
-    if (frames.tokens < 1) {
+    connection.frameAt = now;
+    if (connection.frameTokens < 1) {
       connection.socket.close(1008, 'too many frames');
       return;
     }
-    frames.tokens -= 1;
+    connection.frameTokens -= 1;
     if (isBinary) {
       connection.socket.close(1003, 'text frames only');
       return;
@@ -667,8 +766,8 @@ export class RealtimeHub {
           limit: MAX_CATCH_UP,
         }).catch(() => []);
         for (const entry of missed) {
-          if (connection.sent.has(entry.seq)) continue;
-          connection.sent.add(entry.seq);
+          if (connection.hasSent(entry.seq)) continue;
+          connection.markSent(entry.seq);
           this.send(connection, this.renderMessage(connection.code, entry, entry.slot === connection.slot));
           connection.highest = Math.max(connection.highest, entry.seq);
         }

@@ -40,7 +40,6 @@ export const liveRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
       const context = {
         roomId: access.room.id,
         code: access.room.code,
-        participantId: access.me.id,
         slot: access.me.slot,
         myName: access.me.displayName,
         partnerName: access.partner?.displayName ?? null,
