@@ -33,6 +33,9 @@ const participantRow = z.object({
   last_seen_at: z.number(),
 });
 
+/** A row of `access`: the room, one of its participants, and whether that one is the caller. */
+const accessRow = roomRow.extend({ participant: participantRow.nullable(), mine: z.boolean() });
+
 export type Room = {
   id: string;
   code: string;
@@ -308,9 +311,7 @@ export class RoomService {
   async access(codeInput: unknown, device: Device | undefined, actor?: Actor): Promise<RoomAccess> {
     const code = normalizeCode(codeInput);
     if (!device) throw notFound();
-    const rows = await this.db.any(sql.type(
-      roomRow.extend({ participant: participantRow.nullable(), mine: z.boolean() }),
-    )`
+    const rows = await this.db.any(sql.type(accessRow)`
       SELECT ${ROOM_COLUMNS},
              CASE WHEN p.id IS NULL THEN NULL ELSE json_build_object(
                'id', p.id, 'room_id', p.room_id, 'slot', p.slot, 'display_name', p.display_name,

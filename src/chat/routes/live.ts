@@ -34,7 +34,7 @@ export const liveRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
         request.roomAccess = await rooms.access(request.params.code, request.device, request.actor);
       },
     },
-    async (socket, request) => {
+    (socket, request) => {
       const access = request.roomAccess as RoomAccess;
       const after = request.query.after ?? '';
       const context = {
@@ -48,8 +48,14 @@ export const liveRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
         tab: parseTabId(request.query.tab),
       };
       releaseUpgradeRequest(socket, request);
-      // The hub puts its own 'error' listener on the socket before anything can emit.
-      await hub.attach(socket, context);
+      // The hub puts its own 'error' listener on the socket before anything can emit. Not
+      // awaited: the request is garbage as soon as the socket is open, instead of living on
+      // through the catch-up read (under a burst of connections, long enough to be promoted to
+      // the old generation, where it stays until a full collection).
+      hub.attach(socket, context).catch((error: unknown) => {
+        app.log.error({ err: error, roomId: context.roomId }, 'live socket failed');
+        socket.terminate();
+      });
     },
   );
 };
