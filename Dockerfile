@@ -19,6 +19,13 @@ ENV NODE_ENV=production
 # sharp's worker threads each grow a glibc malloc arena and keep it: after image uploads the
 # process held ~90 MB more than with two arenas, at the same upload rate (npm run bench).
 ENV MALLOC_ARENA_MAX=2
+# A heap budget. V8 lets the heap grow between full collections by up to 4x what is live when the
+# heap limit is large (on a big host it defaults to 4 GB) and by about 1.6x with a 1 GB limit. With
+# ~20,000 idle sockets the live heap is ~110 MB, but a burst of connections promotes their garbage
+# to the old generation: at 4x the process held 250-415 MB RSS from run to run, at 1.6x 230-260 MB
+# (npm run bench -- --steps sockets). 1 GB is still ~9x that live heap. npm start and the
+# benchmark run the app with the same flag.
+ENV NODE_OPTIONS=--max-old-space-size=1024
 WORKDIR /app
 COPY package.json package-lock.json ./
 # Production runs on DATABASE_URL, so the embedded PostgreSQL binaries (~100 MB) are dropped.

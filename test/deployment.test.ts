@@ -112,4 +112,15 @@ describe('deployment files', () => {
     const buildConfig = JSON.parse(await readFile(projectPath('tsconfig.build.json'), 'utf8'));
     assert.equal(buildConfig.extends, './tsconfig.json');
   });
+
+  it('runs the app with one heap limit in the image, in npm start and in the benchmark', async () => {
+    const dockerfile = await readFile(projectPath('Dockerfile'), 'utf8');
+    const runtime = dockerfile.slice(dockerfile.lastIndexOf('FROM '));
+    const flag = /^ENV NODE_OPTIONS=(--max-old-space-size=\d+)$/m.exec(runtime)?.[1];
+    assert.ok(flag, 'the image sets a heap limit');
+    const start = JSON.parse(await readFile(projectPath('package.json'), 'utf8')).scripts.start as string;
+    assert.match(start, new RegExp(`node ${flag} dist/src/main\\.js$`));
+    const bench = await readFile(projectPath('scripts', 'bench', 'stack.ts'), 'utf8');
+    assert.ok(bench.includes(`NODE_OPTIONS: '${flag}'`), 'the benchmark runs the app as the image does');
+  });
 });

@@ -89,8 +89,9 @@ export async function startApp(options: {
     BIND_HOST: '127.0.0.1',
     LOG_LEVEL: 'warn',
     NODE_ENV: 'production',
-    // As the Dockerfile sets it (see there).
+    // As the Dockerfile sets them (see there); npm start passes the same heap limit.
     MALLOC_ARENA_MAX: '2',
+    NODE_OPTIONS: '--max-old-space-size=1024',
     // The benchmark must not be throttled; the defaults stay as they are for everyone else.
     SEND_RATE_PER_MINUTE: String(options.limits.send),
     JOIN_RATE_PER_MINUTE: String(options.limits.join),
