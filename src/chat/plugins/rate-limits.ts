@@ -1,9 +1,16 @@
-import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit';
+import { normalizeIP } from '@fastify/rate-limit';
 import type { FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Redis } from 'ioredis';
 import type { AuditLog } from '../../audit/audit-log.ts';
 import { DomainError } from '../../domain-error.ts';
+import {
+  LeasedRateLimiter,
+  type LimitVerdict,
+  leaseSize,
+  memoryWindowCounter,
+  redisWindowCounter,
+} from '../../infra/rate-limiter.ts';
 
 export type LimitName = 'join' | 'send' | 'upload';
 
@@ -21,39 +28,41 @@ export type RateLimitOptions = {
 };
 
 /**
- * Rate limits on @fastify/rate-limit, in Redis when configured (shared by every process) or in
- * memory. Code look-ups and joins count per IP (per /64 for IPv6); sends and uploads per device.
- * When the store cannot answer, the limiter fails closed.
+ * Rate limits, in Redis when configured (shared by every process) or in memory. Code look-ups and
+ * joins count per IP (per /64 for IPv6), each one in the store; sends and uploads count per device,
+ * in leases (see LeasedRateLimiter), so a send usually waits for no Redis round trip. When the
+ * store cannot answer, joins are refused and sends and uploads are counted by this process alone.
  */
 export const rateLimitsPlugin = fp<RateLimitOptions>(
   async (app, { redis, audit, perMinute }) => {
-    await app.register(fastifyRateLimit, {
-      global: false,
-      ...(redis ? { redis, nameSpace: 'ccc-rate:' } : {}),
-      skipOnError: false,
-    });
+    const shared = redis ? redisWindowCounter(redis, 'ccc-rate:') : memoryWindowCounter();
+    const local = memoryWindowCounter();
+    const windowMs = 60_000;
     // Keys carry the limit's name: the limiters share one store and must not share counters.
     // An IPv6 address counts by its /64 (one subscriber's usual allocation); IPv4-mapped as IPv4.
     const byAddress = (name: LimitName) => (request: FastifyRequest) =>
       `${name}:${normalizeIP(request.ip, 64)}`;
     const byDevice = (name: LimitName) => (request: FastifyRequest) =>
       `${name}:${request.device?.hashHex ?? normalizeIP(request.ip, 64)}`;
-    const limiter = (name: LimitName, keyGenerator: (request: FastifyRequest) => string) =>
-      app.createRateLimit({ max: perMinute[name], timeWindow: 60_000, keyGenerator });
-    const limiters = {
-      join: limiter('join', byAddress('join')),
-      send: limiter('send', byDevice('send')),
-      upload: limiter('upload', byDevice('upload')),
-    } satisfies Record<LimitName, unknown>;
-
     const keyOf = { join: byAddress('join'), send: byDevice('send'), upload: byDevice('upload') };
-    const fallback = createLocalWindow();
+    const limiter = (name: LimitName, store: typeof shared, leased: boolean) =>
+      new LeasedRateLimiter(store, {
+        max: perMinute[name],
+        windowMs,
+        lease: leased && redis ? leaseSize(perMinute[name]) : 1,
+      });
+    const limiters = {
+      join: limiter('join', shared, false),
+      send: limiter('send', shared, true),
+      upload: limiter('upload', shared, true),
+    } satisfies Record<LimitName, LeasedRateLimiter>;
+    const fallbacks = { send: limiter('send', local, false), upload: limiter('upload', local, false) };
 
     app.decorate('checkLimit', async (name: LimitName, request: FastifyRequest, context = {}) => {
-      let exceeded: { ttlInSeconds: number } | undefined;
+      const key = keyOf[name](request);
+      let verdict: LimitVerdict;
       try {
-        const result = await limiters[name](request);
-        if (!result.isAllowed && result.isExceeded) exceeded = result;
+        verdict = await limiters[name].hit(key);
       } catch (error) {
         request.log.warn(
           { err: { message: (error as Error).message }, limit: name },
@@ -69,10 +78,9 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
         }
         // Sends and uploads stay limited, by this process alone, so a Redis outage does not stop
         // the conversation (each process keeps serving its own sockets).
-        exceeded = fallback.hit(keyOf[name](request), perMinute[name], 60_000);
+        verdict = await fallbacks[name].hit(key);
       }
-      if (!exceeded) return;
-      const result = exceeded;
+      if (verdict.allowed) return;
       await audit
         .record({
           source: 'chat',
@@ -84,30 +92,10 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
         .catch(() => undefined);
       throw new DomainError(
         'rate_limited',
-        `Too many attempts. Please wait ${result.ttlInSeconds} s and try again.`,
-        {
-          retryAfterSeconds: Math.max(1, result.ttlInSeconds),
-        },
+        `Too many attempts. Please wait ${verdict.retryAfterSeconds} s and try again.`,
+        { retryAfterSeconds: verdict.retryAfterSeconds },
       );
     });
   },
   { name: 'rate-limits', dependencies: ['device'] },
 );
-
-/** A per-process fixed-window counter: the stand-in when the shared store cannot answer. */
-function createLocalWindow() {
-  const windows = new Map<string, { count: number; resetAt: number }>();
-  return {
-    hit(key: string, max: number, windowMs: number): { ttlInSeconds: number } | undefined {
-      const now = Date.now();
-      let window = windows.get(key);
-      if (!window || window.resetAt <= now) {
-        if (windows.size > 50_000) windows.clear();
-        window = { count: 0, resetAt: now + windowMs };
-        windows.set(key, window);
-      }
-      window.count += 1;
-      return window.count > max ? { ttlInSeconds: Math.ceil((window.resetAt - now) / 1000) } : undefined;
-    },
-  };
-}

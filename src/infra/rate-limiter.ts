@@ -1,0 +1,148 @@
+import type { Redis } from 'ioredis';
+
+/** A fixed-window counter store: adds `amount` to a key's count and says where the window stands. */
+export type WindowCounter = {
+  add(key: string, amount: number, windowMs: number): Promise<{ count: number; ttlMs: number }>;
+};
+
+/**
+ * INCRBY and, on a window's first hit, PEXPIRE, in one atomic script: the window of a key starts
+ * at its first hit and lasts `windowMs`, the same in every process.
+ */
+const ADD_SCRIPT = `
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
+end
+return {count, ttl}`;
+
+/** The shared counter in Redis (every process sees the same count). */
+export function redisWindowCounter(redis: Redis, prefix: string): WindowCounter {
+  return {
+    async add(key, amount, windowMs) {
+      // EVALSHA with a fallback to EVAL when the script is not cached (after a Redis restart).
+      const [count, ttlMs] = (await evalCached(redis, ADD_SCRIPT, `${prefix}${key}`, amount, windowMs)) as [
+        number,
+        number,
+      ];
+      return { count, ttlMs };
+    },
+  };
+}
+
+const scriptSha = new Map<string, string>();
+
+async function evalCached(redis: Redis, script: string, key: string, ...args: number[]): Promise<unknown> {
+  let sha = scriptSha.get(script);
+  if (!sha) {
+    sha = (await redis.script('LOAD', script)) as string;
+    scriptSha.set(script, sha);
+  }
+  try {
+    return await redis.evalsha(sha, 1, key, ...args);
+  } catch (error) {
+    if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error;
+    return redis.eval(script, 1, key, ...args);
+  }
+}
+
+/** A per-process counter: the store without Redis, and the stand-in when Redis cannot answer. */
+export function memoryWindowCounter(maxKeys = 50_000): WindowCounter {
+  const windows = new Map<string, { count: number; resetAt: number }>();
+  return {
+    async add(key, amount, windowMs) {
+      const now = Date.now();
+      let window = windows.get(key);
+      if (!window || window.resetAt <= now) {
+        if (windows.size >= maxKeys) {
+          for (const [stale, entry] of windows) if (entry.resetAt <= now) windows.delete(stale);
+          if (windows.size >= maxKeys) windows.clear();
+        }
+        window = { count: 0, resetAt: now + windowMs };
+        windows.set(key, window);
+      }
+      window.count += amount;
+      return { count: window.count, ttlMs: window.resetAt - now };
+    },
+  };
+}
+
+export type LimitVerdict = { allowed: true } | { allowed: false; retryAfterSeconds: number };
+
+type Lease = {
+  /** Units taken from the shared count and not yet spent by this process. */
+  remaining: number;
+  /** The shared window is full: refuse without asking until it ends. */
+  full: boolean;
+  /** When the shared window ends, by this process's clock. */
+  endsAt: number;
+};
+
+/**
+ * At most `max` hits per key in a window of `windowMs`, counted in a shared store. A process takes
+ * its units in leases: one store call adds `lease` units to the shared count and keeps those it
+ * was granted (up to `max`) to spend locally, so with a lease of n only one hit in n waits for the
+ * store; a full window is remembered until it ends, so refusals cost no call either. The shared
+ * count never passes `max` in granted units, so no key ever gets more than `max` hits per window
+ * across all processes; a key served by several processes at once may be refused a few units
+ * early (units another process leased and has not spent yet: fewer than a lease per process).
+ * With a lease of 1 every hit is counted in the store, exactly.
+ */
+export class LeasedRateLimiter {
+  private readonly leases = new Map<string, Lease>();
+  /** Store calls in flight per key: concurrent hits of one key share a call. */
+  private readonly asking = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly store: WindowCounter,
+    readonly settings: { max: number; windowMs: number; lease: number; maxKeys?: number },
+  ) {}
+
+  /** Counts one hit; rejects when the store cannot answer (the caller decides what that means). */
+  async hit(key: string): Promise<LimitVerdict> {
+    for (;;) {
+      const now = Date.now();
+      const lease = this.leases.get(key);
+      if (lease && lease.endsAt > now) {
+        if (lease.remaining > 0) {
+          lease.remaining -= 1;
+          return { allowed: true };
+        }
+        if (lease.full)
+          return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((lease.endsAt - now) / 1000)) };
+      }
+      let asking = this.asking.get(key);
+      if (!asking) {
+        asking = this.takeLease(key).finally(() => this.asking.delete(key));
+        this.asking.set(key, asking);
+      }
+      await asking;
+    }
+  }
+
+  private async takeLease(key: string): Promise<void> {
+    const { max, windowMs, lease: size } = this.settings;
+    const { count, ttlMs } = await this.store.add(key, size, windowMs);
+    // The units this call added are count - size + 1 .. count; those up to max are ours.
+    const granted = Math.max(0, Math.min(size, max - (count - size)));
+    this.remember(key, { remaining: granted, full: granted < size, endsAt: Date.now() + ttlMs });
+  }
+
+  private remember(key: string, lease: Lease): void {
+    const maxKeys = this.settings.maxKeys ?? 50_000;
+    if (this.leases.size >= maxKeys && !this.leases.has(key)) {
+      const now = Date.now();
+      for (const [stale, entry] of this.leases) if (entry.endsAt <= now) this.leases.delete(stale);
+      // Forgetting a lease only forgoes its unspent units: the shared count stays right.
+      if (this.leases.size >= maxKeys) this.leases.clear();
+    }
+    this.leases.set(key, lease);
+  }
+}
+
+/** The lease for a limit of `max` per window: about a twentieth of it, at most 50 (see README). */
+export function leaseSize(max: number): number {
+  return Math.max(1, Math.min(50, Math.floor(max / 20)));
+}
