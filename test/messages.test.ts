@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { ManualClock } from '../src/infra/clock.ts';
 import { sql } from '../src/infra/db.ts';
 import { cleanMessageText } from '../src/messages/message-service.ts';
+import { MessageWriter } from '../src/messages/message-writer.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
 import { Client, openRoom } from './helpers/client.ts';
 import { openLive, seqsIn } from './helpers/live.ts';
@@ -166,6 +167,58 @@ describe('two writers on one room', () => {
       .body;
     assert.doesNotMatch(page, /unreadable/);
     for (const text of texts) assert.match(page, new RegExp(text));
+  });
+});
+
+describe('group commit', () => {
+  let app: TestApp;
+  before(async () => {
+    app = await buildTestApp();
+  });
+  after(() => app.close());
+
+  /** The transaction that stored each message of a room, by seq (rows of one transaction share xmin). */
+  const transactionsOf = (roomId: string) =>
+    app.resources.db.any(sql.type(z.object({ seq: z.number(), xmin: z.string() }))`
+      SELECT seq, xmin::text AS xmin FROM messages WHERE room_id = ${roomId} ORDER BY seq`);
+
+  it('lets messages that reach an idle writer within its gather window share one commit', async () => {
+    const { code } = await openRoom(app.chat);
+    const roomId = await app.resources.db.oneFirst(sql.type(z.object({ id: z.string() }))`
+      SELECT id FROM rooms WHERE code = ${code} AND status = 'active'`);
+    const participantId = await app.resources.db.oneFirst(sql.type(z.object({ id: z.string() }))`
+      SELECT id FROM participants WHERE room_id = ${roomId} AND slot = 1`);
+    const message = (text: string) => ({
+      roomId,
+      participantId,
+      kind: 'text' as const,
+      clientMsgId: null,
+      text,
+      senderIp: '127.0.0.1',
+    });
+    const writerWith = (gatherMs: number) =>
+      new MessageWriter(app.resources.db, app.services.roomKeys, app.resources.clock, app.resources.logger, {
+        gatherMs,
+      });
+    const later = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+    // Two messages 5 ms apart, in separate ticks: with a 40 ms window they commit together...
+    const gathering = writerWith(40);
+    const together = [gathering.write(message('a')), later(5).then(() => gathering.write(message('b')))];
+    const [first, second] = await Promise.all(together);
+    // ...without one: the first is written at once, the second waits for it and commits alone.
+    const eager = writerWith(0);
+    const apart = [eager.write(message('c')), later(5).then(() => eager.write(message('d')))];
+    await Promise.all(apart);
+
+    const rows = await transactionsOf(roomId);
+    assert.deepEqual(
+      rows.map((row) => row.seq),
+      [1, 2, 3, 4],
+    );
+    assert.deepEqual([first?.seq, second?.seq], [1, 2]);
+    assert.equal(rows[0]?.xmin, rows[1]?.xmin, 'gathered into one transaction');
+    assert.notEqual(rows[2]?.xmin, rows[3]?.xmin, 'no window: two transactions');
   });
 });
 

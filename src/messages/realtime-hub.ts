@@ -204,6 +204,11 @@ const GAP_FILL_DELAY_MS = 300;
  */
 export class RealtimeHub {
   readonly processId = randomBytes(8).toString('hex');
+  /**
+   * How our own events start on the wire (every event is `{"t":…,"o":…}`): Redis hands each of
+   * our publishes back to our subscriber, and this skips them without parsing their JSON.
+   */
+  private readonly ownEventMarker = `","o":"${this.processId}"`;
   private readonly rooms = new Map<string, LocalRoom>();
   /** Presence announced by other processes: room -> slot -> process ids. */
   private readonly remotePresence = new Map<string, Map<1 | 2, Set<string>>>();
@@ -663,6 +668,9 @@ export class RealtimeHub {
   }
 
   private onWire(raw: string): void {
+    const ownAt = raw.indexOf(this.ownEventMarker);
+    // Right after the leading {"t":"…" (the longest type has 11 characters).
+    if (ownAt > 0 && ownAt <= 17) return;
     let event: WireEvent;
     try {
       event = JSON.parse(raw) as WireEvent;
