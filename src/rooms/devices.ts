@@ -15,10 +15,11 @@ export function newDevice(): Device {
 /**
  * Devices of recent requests by token: every request names its device, and hashing the token
  * again each time was a visible part of a send's CPU. A pure function of the token, so one cache
- * serves every app in the process; the least recently added go first.
+ * serves every app in the process; the least recently added go first. About 0.5 KB a device, so
+ * it is kept small: it is for the devices sending now, not for every open socket.
  */
 const recentDevices = new Map<string, Device>();
-const RECENT_DEVICES_LIMIT = 20_000;
+const RECENT_DEVICES_LIMIT = 4_096;
 
 /** The device for a cookie value, or undefined if the value is not a well-formed token. */
 export function deviceFromToken(token: unknown): Device | undefined {
