@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
 /** A fixed-window counter store: adds `amount` to a key's count and says where the window stands. */
@@ -18,34 +19,23 @@ if ttl < 0 then
 end
 return {count, ttl}`;
 
+const ADD_SCRIPT_SHA = createHash('sha1').update(ADD_SCRIPT).digest('hex');
+
 /** The shared counter in Redis (every process sees the same count). */
 export function redisWindowCounter(redis: Redis, prefix: string): WindowCounter {
   return {
     async add(key, amount, windowMs) {
-      // EVALSHA with a fallback to EVAL when the script is not cached (after a Redis restart).
-      const [count, ttlMs] = (await evalCached(redis, ADD_SCRIPT, `${prefix}${key}`, amount, windowMs)) as [
-        number,
-        number,
-      ];
+      const args = [1, `${prefix}${key}`, amount, windowMs] as const;
+      // EVALSHA; a Redis that does not know the script yet (first use, a restart) gets it by EVAL,
+      // which also caches it there.
+      const reply = await redis.evalsha(ADD_SCRIPT_SHA, ...args).catch((error: unknown) => {
+        if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error;
+        return redis.eval(ADD_SCRIPT, ...args);
+      });
+      const [count, ttlMs] = reply as [number, number];
       return { count, ttlMs };
     },
   };
-}
-
-const scriptSha = new Map<string, string>();
-
-async function evalCached(redis: Redis, script: string, key: string, ...args: number[]): Promise<unknown> {
-  let sha = scriptSha.get(script);
-  if (!sha) {
-    sha = (await redis.script('LOAD', script)) as string;
-    scriptSha.set(script, sha);
-  }
-  try {
-    return await redis.evalsha(sha, 1, key, ...args);
-  } catch (error) {
-    if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error;
-    return redis.eval(script, 1, key, ...args);
-  }
 }
 
 /** A per-process counter: the store without Redis, and the stand-in when Redis cannot answer. */
