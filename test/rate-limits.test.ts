@@ -126,6 +126,19 @@ describe('leased rate limiter on Redis', () => {
     }
   });
 
+  it('past its key bound forgets only unspent units: the shared count still holds', async () => {
+    const limiter = new LeasedRateLimiter(redisWindowCounter(redis, 'test-f:'), {
+      max: 3,
+      windowMs: 60_000,
+      lease: 2,
+      maxKeys: 10,
+    });
+    assert.deepEqual(await hits(limiter, 'a', 1), [true]); // leased units 1-2, one left here
+    for (let index = 0; index < 20; index++) await limiter.hit(`key-${index}`);
+    // The lease of 'a' was dropped with its unspent unit; Redis still counts 2 of 3 as taken.
+    assert.deepEqual(await hits(limiter, 'a', 3), [true, false, false]);
+  });
+
   it('sizes leases at a twentieth of the limit, between 1 and 50', () => {
     assert.equal(leaseSize(10), 1);
     assert.equal(leaseSize(120), 6);
@@ -140,14 +153,13 @@ describe('leased rate limiter in memory', () => {
     assert.deepEqual(await hits(limiter, 'b', 1), [true]);
   });
 
-  it('stays bounded in keys', async () => {
-    const limiter = new LeasedRateLimiter(memoryWindowCounter(10), {
-      max: 3,
-      windowMs: 60_000,
-      lease: 1,
-      maxKeys: 10,
-    });
-    for (let index = 0; index < 100; index++) assert.equal((await limiter.hit(`key-${index}`)).allowed, true);
+  it('forgets the windows of other keys past its bound', async () => {
+    const store = memoryWindowCounter(10);
+    const limiter = new LeasedRateLimiter(store, { max: 3, windowMs: 60_000, lease: 1, maxKeys: 10 });
+    assert.deepEqual(await hits(limiter, 'a', 4), [true, true, true, false]);
+    for (let index = 0; index < 20; index++) await limiter.hit(`key-${index}`);
+    // Both the limiter and the per-process store dropped 'a': it starts a new window.
+    assert.deepEqual(await hits(limiter, 'a', 4), [true, true, true, false]);
   });
 });
 
