@@ -29,15 +29,23 @@ describe('migrations', () => {
     const [a, b] = await Promise.all([migrate(pool, dir), migrate(other, dir)]);
     assert.deepEqual(
       [...a.applied, ...b.applied],
-      ['001_init_schema.sql', '002_write_messages_function.sql'],
+      ['001_init_schema.sql', '002_write_messages_function.sql', '003_lighter_message_inserts.sql'],
     );
     const again = await migrate(pool, dir);
     assert.deepEqual(again.applied, []);
-    assert.deepEqual(again.alreadyApplied, ['001_init_schema.sql', '002_write_messages_function.sql']);
+    assert.deepEqual(again.alreadyApplied, [
+      '001_init_schema.sql',
+      '002_write_messages_function.sql',
+      '003_lighter_message_inserts.sql',
+    ]);
     const recorded = await pool.anyFirst(
       sql.type(z.object({ name: z.string() }))`SELECT name FROM schema_migrations`,
     );
-    assert.deepEqual(recorded, ['001_init_schema.sql', '002_write_messages_function.sql']);
+    assert.deepEqual(recorded, [
+      '001_init_schema.sql',
+      '002_write_messages_function.sql',
+      '003_lighter_message_inserts.sql',
+    ]);
   });
 
   it('create every table of the design', async () => {
@@ -89,5 +97,90 @@ describe('migrations', () => {
                             VALUES (gen_random_uuid(), 1, 'system', now())`),
       /foreign key/i,
     );
+  });
+
+  it('let the writer’s function reserve only rooms at their expected seq, and name exactly the rows it skipped', async () => {
+    const roomIds = await pool.manyFirst(sql.type(z.object({ id: z.string() }))`
+      INSERT INTO rooms (code, status, created_at, created_ip, pending_until, last_activity_at, activated_at, expires_at)
+      SELECT code, 'active', now(), '127.0.0.1', now(), now(), now(), now() + interval '1 hour'
+      FROM unnest(ARRAY['WF22', 'WF33']) AS code
+      RETURNING id`);
+    const [first, second] = [...roomIds].sort() as [string, string];
+    const senders = await pool.manyFirst(sql.type(z.object({ id: z.string() }))`
+      INSERT INTO participants (room_id, slot, device_hash, first_ip, last_ip, joined_at, last_seen_at)
+      SELECT room_id, 1, sha256(room_id::text::bytea), '127.0.0.1', '127.0.0.1', now(), now()
+      FROM unnest(${sql.array([first, second], 'uuid')}) AS room_id
+      RETURNING id`);
+    const sender = new Map([first, second].map((room, index) => [room, senders[index] as string]));
+    type Row = { room: string; seq: number; clientMsgId: string };
+    const write = (expected: [number, number], rows: Row[]) => {
+      const counts = [first, second].map((room) => rows.filter((row) => row.room === room).length);
+      const column = <T>(pick: (row: Row) => T) => rows.map(pick);
+      return pool.one(sql.type(z.object({ reserved: z.array(z.string()), skipped: z.array(z.string()) }))`
+        SELECT reserved_rooms AS reserved, skipped_rows AS skipped FROM write_messages_if_expected(
+          ${sql.array([first, second], 'uuid')}, ${sql.array(expected, 'int8')}, ${sql.array(counts, 'int4')}, now(),
+          ${sql.array(
+            column((row) => row.room),
+            'uuid',
+          )}, ${sql.array(
+            column((row) => row.seq),
+            'int8',
+          )},
+          ${sql.array(
+            column((row) => sender.get(row.room) as string),
+            'uuid',
+          )},
+          ${sql.array(
+            column(() => 'text'),
+            'text',
+          )}, ${sql.array(
+            column((row) => row.clientMsgId),
+            'uuid',
+          )},
+          ${sql.array(
+            column(() => Buffer.from('sealed')),
+            'bytea',
+          )},
+          ${sql.array(
+            column(() => '127.0.0.1'),
+            'inet',
+          )}, ${sql.array(
+            column(() => new Date().toISOString()),
+            'timestamptz',
+          )})`);
+    };
+    const ids = Array.from({ length: 4 }, () => crypto.randomUUID());
+    const stored = await write(
+      [0, 0],
+      [
+        { room: first, seq: 1, clientMsgId: ids[0] as string },
+        { room: first, seq: 2, clientMsgId: ids[1] as string },
+        { room: second, seq: 1, clientMsgId: ids[2] as string },
+      ],
+    );
+    assert.deepEqual([...stored.reserved].sort(), [first, second]);
+    assert.deepEqual(stored.skipped, []);
+
+    // A repeated client_msg_id among new rows: only that row is skipped (its seq stays unused);
+    // a room not at its expected seq is not reserved, and nothing of it is written.
+    const mixed = await write(
+      [2, 0],
+      [
+        { room: first, seq: 3, clientMsgId: ids[1] as string },
+        { room: first, seq: 4, clientMsgId: ids[3] as string },
+        { room: second, seq: 1, clientMsgId: crypto.randomUUID() },
+      ],
+    );
+    assert.deepEqual(mixed.reserved, [first]);
+    assert.deepEqual(mixed.skipped, [`${first}:3`]);
+    const rows = await pool.any(sql.type(z.object({ room_id: z.string(), seq: z.number() }))`
+      SELECT room_id, seq FROM messages WHERE room_id IN (${first}, ${second}) ORDER BY room_id, seq`);
+    assert.deepEqual(
+      rows.map((row) => `${row.room_id === first ? 'first' : 'second'}:${row.seq}`),
+      ['first:1', 'first:2', 'first:4', 'second:1'],
+    );
+    const lastSeqs = await pool.anyFirst(sql.type(z.object({ last_seq: z.number() }))`
+      SELECT last_seq FROM rooms WHERE id IN (${first}, ${second}) ORDER BY id`);
+    assert.deepEqual(lastSeqs, [4, 1]);
   });
 });
