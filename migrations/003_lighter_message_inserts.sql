@@ -4,9 +4,9 @@
 --    inserted row by a trigger that runs a query and locks the referenced row FOR KEY SHARE, and
 --    PostgreSQL records that lock in the row itself: every commit dirtied the page of each
 --    sender's participant row and wrote a WAL record for it. Without it PostgreSQL spent about
---    53 instead of 63 µs per message, and the app took 5,550-6,035 messages/s instead of
---    4,900-5,700 (npm run bench, offered 8,000/s). Its ON DELETE CASCADE never ran: no
---    participant is ever deleted. The sender's id comes from the room access the app read for
+--    55 instead of 69 µs per message, and the app took 5,770-5,799 messages/s instead of
+--    4,918-5,284 (npm run bench, offered 8,000/s, with the change below). Its ON DELETE
+--    CASCADE never ran: no participant is ever deleted. The sender's id comes from the room access the app read for
 --    that room and device, the only way a message is written.
 --    messages.room_id keeps its foreign key: the writer holds that room's row lock already, so
 --    the check takes no lock of its own.
