@@ -6,8 +6,8 @@
 --    sender's participant row and wrote a WAL record for it. Without it PostgreSQL spent about
 --    55 instead of 69 µs per message, and the app took 5,770-5,799 messages/s instead of
 --    4,918-5,284 (npm run bench, offered 8,000/s, with the change below). Its ON DELETE
---    CASCADE never ran: no participant is ever deleted. The sender's id comes from the room access the app read for
---    that room and device, the only way a message is written.
+--    CASCADE never ran: no participant is ever deleted. The sender's id comes from the room
+--    access the app read for that room and device, the only way a message is written.
 --    messages.room_id keeps its foreign key: the writer holds that room's row lock already, so
 --    the check takes no lock of its own.
 --

@@ -9,6 +9,12 @@ import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 const violates = (constraint: string) => (error: unknown) =>
   (error as { cause?: { constraint?: string } }).cause?.constraint === constraint;
 
+const MIGRATIONS = [
+  '001_init_schema.sql',
+  '002_write_messages_function.sql',
+  '003_lighter_message_inserts.sql',
+];
+
 describe('migrations', () => {
   let database: TestDatabase;
   let pool: DatabasePool;
@@ -27,25 +33,14 @@ describe('migrations', () => {
   it('apply once when two processes start at the same time, then are a no-op', async () => {
     const dir = projectPath('migrations');
     const [a, b] = await Promise.all([migrate(pool, dir), migrate(other, dir)]);
-    assert.deepEqual(
-      [...a.applied, ...b.applied],
-      ['001_init_schema.sql', '002_write_messages_function.sql', '003_lighter_message_inserts.sql'],
-    );
+    assert.deepEqual([...a.applied, ...b.applied], MIGRATIONS);
     const again = await migrate(pool, dir);
     assert.deepEqual(again.applied, []);
-    assert.deepEqual(again.alreadyApplied, [
-      '001_init_schema.sql',
-      '002_write_messages_function.sql',
-      '003_lighter_message_inserts.sql',
-    ]);
+    assert.deepEqual(again.alreadyApplied, MIGRATIONS);
     const recorded = await pool.anyFirst(
       sql.type(z.object({ name: z.string() }))`SELECT name FROM schema_migrations`,
     );
-    assert.deepEqual(recorded, [
-      '001_init_schema.sql',
-      '002_write_messages_function.sql',
-      '003_lighter_message_inserts.sql',
-    ]);
+    assert.deepEqual(recorded, MIGRATIONS);
   });
 
   it('create every table of the design', async () => {
