@@ -46,6 +46,8 @@ type WireEvent =
   | { t: 'presence'; o: string; r: string; sl: 1 | 2; on: boolean; n?: string | null }
   | { t: 'typing'; o: string; r: string; sl: 1 | 2; on: boolean }
   | { t: 'hello'; o: string; r: string }
+  /** Messages up to seq `s` were delivered in the sender's process only (see `publishMessage`). */
+  | { t: 'head'; o: string; r: string; s: number }
   | { t: 'ended'; o: string; r: string }
   /** On the hub channel, heard by every process: forget what is cached about these rooms. */
   | { t: 'rooms-ended'; o: string; rs: string[] }
@@ -76,6 +78,12 @@ type LocalRoom = {
   /** The participants' display names by slot (index slot - 1), as far as known here. */
   names: [string | null, string | null];
   unsubscribe: Promise<() => Promise<void>>;
+  /** The room's channel subscription is active: from now on, every other process's hello is heard. */
+  subscribed: boolean;
+  /** Other processes with sockets in this room, as heard on its channel; null while there are none. */
+  listeners: string[] | null;
+  /** The highest seq delivered here and not published, because no other process was listening. */
+  unpublishedSeq: number;
 };
 
 /** Where a socket finds its connection, for the listeners that all sockets share. */
@@ -197,10 +205,11 @@ const GAP_FILL_DELAY_MS = 300;
 
 /**
  * Live delivery. Each process keeps its own sockets by room and subscribes to the bus channel of
- * every room it has sockets in. A committed message is delivered at once to local sockets and
- * published (sealed) on the bus for the other processes; each process opens it once and renders
- * it once per perspective (mine / theirs) for all its viewers. Presence and typing travel the
- * same way. A connecting socket first receives what it missed, read from PostgreSQL by seq.
+ * every room it has sockets in. A committed message is delivered at once to local sockets and,
+ * when other processes have sockets in its room, published (sealed) on the bus; each process
+ * opens it once and renders it once per perspective (mine / theirs) for all its viewers.
+ * Presence and typing travel the same way. A connecting socket first receives what it missed,
+ * read from PostgreSQL by seq.
  */
 export class RealtimeHub {
   readonly processId = randomBytes(8).toString('hex');
@@ -314,6 +323,8 @@ export class RealtimeHub {
         limit: MAX_CATCH_UP,
       });
       for (const entry of missed) {
+        // A hole filled meanwhile (see `settle`) may have sent it already.
+        if (connection.hasSent(entry.seq)) continue;
         connection.markSent(entry.seq);
         this.send(connection, this.renderMessage(connection.code, entry, entry.slot === connection.slot));
       }
@@ -342,10 +353,24 @@ export class RealtimeHub {
   /**
    * Delivers a committed message here and publishes it (sealed) to the other processes. The
    * sender's process knows the text already and passes it, so local delivery opens nothing.
+   *
+   * A room whose sockets are all in this process (every room, with one process) publishes
+   * nothing: the publish, and Redis handing it back to us, cost a tenth of a send's CPU. That
+   * takes knowing who else listens. A process whose first socket joins a room subscribes to its
+   * channel and then says hello; every process with sockets there answers with its presence, and
+   * each side counts the other as a listener from then on. A message committed after the
+   * newcomer's catch-up read and before its hello is heard here was not published, so on hearing a
+   * new listener this process tells it the room's highest unpublished seq (`head`): the newcomer
+   * sees a hole up to it and fills it from the database (see `settle`).
    */
   publishMessage(event: MessageEvent, text?: string, senderTab?: string | null): void {
     this.clearTyping(event.roomId, event.slot);
     this.deliver(event, text, senderTab ?? null);
+    const room = this.rooms.get(event.roomId);
+    if (room?.subscribed && room.listeners === null) {
+      room.unpublishedSeq = Math.max(room.unpublishedSeq, event.seq);
+      return;
+    }
     this.publish(roomChannel(event.roomId), {
       t: 'msg',
       o: this.processId,
@@ -387,12 +412,23 @@ export class RealtimeHub {
     let room = this.rooms.get(roomId);
     if (!room) {
       const unsubscribe = this.deps.bus.subscribe(roomChannel(roomId), this.wireHandler);
-      room = { id: roomId, code: context.code, connections: [], names: [null, null], unsubscribe };
+      const joined: LocalRoom = {
+        id: roomId,
+        code: context.code,
+        connections: [],
+        names: [null, null],
+        unsubscribe,
+        subscribed: false,
+        listeners: null,
+        unpublishedSeq: 0,
+      };
+      room = joined;
       this.rooms.set(roomId, room);
       // Ask the other processes who is online in this room.
-      void unsubscribe.then(() =>
-        this.publish(roomChannel(roomId), { t: 'hello', o: this.processId, r: roomId }),
-      );
+      void unsubscribe.then(() => {
+        joined.subscribed = true;
+        this.publish(roomChannel(roomId), { t: 'hello', o: this.processId, r: roomId });
+      });
     }
     return room;
   }
@@ -706,15 +742,28 @@ export class RealtimeHub {
         }
         const before = this.isOnline(event.r, event.sl);
         if (event.on) this.learnName(event.r, event.sl, event.n);
-        if (event.on) processes.add(event.o);
-        else processes.delete(event.o);
+        if (event.on) {
+          processes.add(event.o);
+          this.heardListener(event.r, event.o);
+        } else {
+          processes.delete(event.o);
+          if (!slots.get((3 - event.sl) as 1 | 2)?.has(event.o)) this.forgetListener(event.r, event.o);
+        }
         if (this.isOnline(event.r, event.sl) !== before) this.pushPresence(event.r, event.sl);
         break;
       }
       case 'typing':
+        this.heardListener(event.r, event.o);
         this.pushTyping(event.r, event.sl, event.on);
         break;
+      case 'head': {
+        // Messages up to `s` were committed in a process that did not know we listen.
+        const room = this.rooms.get(event.r);
+        for (const connection of room?.connections ?? []) this.settle(connection, event.s);
+        break;
+      }
       case 'hello':
+        this.heardListener(event.r, event.o);
         for (const slot of [1, 2] as const) {
           if (this.localCount(event.r, slot) > 0) {
             this.publish(roomChannel(event.r), {
@@ -739,6 +788,23 @@ export class RealtimeHub {
     }
   }
 
+  /** Another process has sockets in this room: publish its messages, starting with where it stands. */
+  private heardListener(roomId: string, processId: string): void {
+    const room = this.rooms.get(roomId);
+    if (!room || room.listeners?.includes(processId)) return;
+    room.listeners ??= [];
+    room.listeners.push(processId);
+    if (room.unpublishedSeq > 0) {
+      this.publish(roomChannel(roomId), { t: 'head', o: this.processId, r: roomId, s: room.unpublishedSeq });
+    }
+  }
+
+  private forgetListener(roomId: string, processId: string): void {
+    const room = this.rooms.get(roomId);
+    const listeners = room?.listeners?.filter((listener) => listener !== processId);
+    if (room && listeners) room.listeners = listeners.length > 0 ? listeners : null;
+  }
+
   /** A message from another process may be the first this process sees of the room's key. */
   private async deliverRemote(event: MessageEvent): Promise<void> {
     if (!this.rooms.has(event.roomId)) return;
@@ -753,6 +819,7 @@ export class RealtimeHub {
     for (const [processId, heard] of this.lastHeard) {
       if (now - heard < PROCESS_TIMEOUT_MS) continue;
       this.lastHeard.delete(processId);
+      for (const roomId of this.rooms.keys()) this.forgetListener(roomId, processId);
       for (const [roomId, slots] of this.remotePresence) {
         for (const [slot, processes] of slots) {
           if (processes.delete(processId)) this.pushPresence(roomId, slot);
