@@ -127,7 +127,7 @@ export function createMetrics(
  */
 export const httpMetricsPlugin = fp<{ metrics: Metrics; listener: 'chat' | 'admin' }>(
   async (app, { metrics, listener }) => {
-    app.addHook('onResponse', async (request, reply) => {
+    app.addHook('onResponse', (request, reply, done) => {
       metrics.httpDuration.observe(
         {
           listener,
@@ -137,6 +137,7 @@ export const httpMetricsPlugin = fp<{ metrics: Metrics; listener: 'chat' | 'admi
         },
         reply.elapsedTime / 1000,
       );
+      done();
     });
   },
   { name: 'http-metrics' },

@@ -61,6 +61,8 @@ export function memoryWindowCounter(maxKeys = 50_000): WindowCounter {
 
 export type LimitVerdict = { allowed: true } | { allowed: false; retryAfterSeconds: number };
 
+const ALLOWED: LimitVerdict = Object.freeze({ allowed: true });
+
 type Lease = {
   /** Units taken from the shared count and not yet spent by this process. */
   remaining: number;
@@ -90,19 +92,28 @@ export class LeasedRateLimiter {
     readonly settings: { max: number; windowMs: number; lease: number; maxKeys?: number },
   ) {}
 
+  /**
+   * Counts one hit if this process's lease decides it (units left, or the window known full), with
+   * no store call and no promise; undefined when only the store can answer (see `hit`).
+   */
+  tryHit(key: string): LimitVerdict | undefined {
+    const now = Date.now();
+    const lease = this.leases.get(key);
+    if (!lease || lease.endsAt <= now) return undefined;
+    if (lease.remaining > 0) {
+      lease.remaining -= 1;
+      return ALLOWED;
+    }
+    if (lease.full)
+      return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((lease.endsAt - now) / 1000)) };
+    return undefined;
+  }
+
   /** Counts one hit; rejects when the store cannot answer (the caller decides what that means). */
   async hit(key: string): Promise<LimitVerdict> {
     for (;;) {
-      const now = Date.now();
-      const lease = this.leases.get(key);
-      if (lease && lease.endsAt > now) {
-        if (lease.remaining > 0) {
-          lease.remaining -= 1;
-          return { allowed: true };
-        }
-        if (lease.full)
-          return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((lease.endsAt - now) / 1000)) };
-      }
+      const verdict = this.tryHit(key);
+      if (verdict) return verdict;
       let asking = this.asking.get(key);
       if (!asking) {
         asking = this.takeLease(key).finally(() => this.asking.delete(key));

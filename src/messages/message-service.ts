@@ -57,7 +57,11 @@ export class MessageService {
     this.lastSeqs = new LastSeqReader(deps.db);
   }
 
-  async send(
+  /**
+   * Not `async`: an async function that returns a promise adds two microtask turns, on the path
+   * every message takes. Invalid input throws at once (callers await it inside their own try).
+   */
+  send(
     access: RoomAccess,
     input: { body: unknown; clientMsgId: unknown },
     actor: Actor,
@@ -85,7 +89,10 @@ export class MessageService {
     );
     if (key) {
       this.inFlight.set(key, sending);
-      void sending.finally(() => this.inFlight.delete(key)).catch(() => undefined);
+      const settled = () => {
+        this.inFlight.delete(key);
+      };
+      sending.then(settled, settled);
     }
     return sending;
   }

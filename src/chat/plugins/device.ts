@@ -27,7 +27,9 @@ export const devicePlugin = fp<{ cookieSecure: boolean | undefined }>(
 
     app.decorateRequest('device', undefined);
     app.decorateRequest('actor', undefined as unknown as Actor);
-    app.addHook('onRequest', async (request) => {
+    // Hooks on every request take the callback form: an async hook costs a promise and a
+    // microtask turn per request (see README, Performance).
+    app.addHook('onRequest', (request, _reply, done) => {
       const cookies = request.cookies ?? {};
       request.device = deviceFromToken(cookies[SECURE_NAME]) ?? deviceFromToken(cookies[PLAIN_NAME]);
       const userAgent = request.headers['user-agent'];
@@ -36,6 +38,7 @@ export const devicePlugin = fp<{ cookieSecure: boolean | undefined }>(
         userAgent: typeof userAgent === 'string' ? userAgent : undefined,
         deviceHash: request.device?.hashHex,
       };
+      done();
     });
 
     app.decorateReply('bindDevice', function bindDevice(this: FastifyReply): Device {

@@ -16,8 +16,16 @@ export type LimitName = 'join' | 'send' | 'upload';
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Counts one request against a limit; throws `rate_limited` (429) or, if the store is down, `unavailable` (503). */
-    checkLimit(name: LimitName, request: FastifyRequest, context?: { roomCode?: string }): Promise<void>;
+    /**
+     * Counts one request against a limit; rejects with `rate_limited` (429) or, if the store is
+     * down, `unavailable` (503). Returns nothing when this process's lease allowed it at once, so
+     * a hot route can skip the wait: `const limited = app.checkLimit(…); if (limited) await limited;`.
+     */
+    checkLimit(
+      name: LimitName,
+      request: FastifyRequest,
+      context?: { roomCode?: string },
+    ): Promise<void> | undefined;
   }
 }
 
@@ -58,8 +66,12 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
     } satisfies Record<LimitName, LeasedRateLimiter>;
     const fallbacks = { send: limiter('send', local, false), upload: limiter('upload', local, false) };
 
-    app.decorate('checkLimit', async (name: LimitName, request: FastifyRequest, context = {}) => {
-      const key = keyOf[name](request);
+    const check = async (
+      name: LimitName,
+      request: FastifyRequest,
+      key: string,
+      context: { roomCode?: string },
+    ): Promise<void> => {
       let verdict: LimitVerdict;
       try {
         verdict = await limiters[name].hit(key);
@@ -95,6 +107,11 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
         `Too many attempts. Please wait ${verdict.retryAfterSeconds} s and try again.`,
         { retryAfterSeconds: verdict.retryAfterSeconds },
       );
+    };
+    app.decorate('checkLimit', (name: LimitName, request: FastifyRequest, context = {}) => {
+      const key = keyOf[name](request);
+      if (limiters[name].tryHit(key)?.allowed) return undefined;
+      return check(name, request, key, context);
     });
   },
   { name: 'rate-limits', dependencies: ['device'] },

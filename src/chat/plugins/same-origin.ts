@@ -28,10 +28,13 @@ export function isSameOrigin(request: FastifyRequest): boolean {
 /** Refuses cross-site state-changing requests (the CSRF guard; SameSite=Lax cookies are the second line). */
 export const sameOriginPlugin = fp(
   async (app) => {
-    app.addHook('onRequest', async (request) => {
-      if (SAFE_METHODS.has(request.method) || isSameOrigin(request)) return;
+    app.addHook('onRequest', (request, _reply, done) => {
+      if (SAFE_METHODS.has(request.method) || isSameOrigin(request)) {
+        done();
+        return;
+      }
       request.log.warn({ ip: request.ip, origin: request.headers.origin }, 'cross-site request refused');
-      throw new HttpError(403, 'This form was sent from another site, so it was refused.');
+      done(new HttpError(403, 'This form was sent from another site, so it was refused.'));
     });
   },
   { name: 'same-origin' },
