@@ -59,7 +59,8 @@ export class MessageService {
 
   /**
    * Not `async`: an async function that returns a promise adds two microtask turns, on the path
-   * every message takes. Invalid input throws at once (callers await it inside their own try).
+   * every message takes. Invalid input throws at once, which inside an async caller is the same
+   * as a rejection.
    */
   send(
     access: RoomAccess,
