@@ -365,8 +365,11 @@ export class RoomService {
    * stores a message, so nothing is ever written to a room that is over.
    */
   async cachedAccess(codeInput: unknown, device: Device | undefined, actor?: Actor): Promise<RoomAccess> {
-    const fresh = this.freshAccess(codeInput, device, actor);
-    if (fresh) return fresh;
+    return this.freshAccess(codeInput, device, actor) ?? this.readAccess(codeInput, device, actor);
+  }
+
+  /** The database read of `cachedAccess`, kept for the next calls when the room allows it. */
+  async readAccess(codeInput: unknown, device: Device | undefined, actor?: Actor): Promise<RoomAccess> {
     const access = await this.access(codeInput, device, actor);
     if (!device) return access;
     const key = `${normalizeCode(codeInput)}:${device.hashHex}`;

@@ -23,7 +23,7 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
       const { code } = request.params;
       const access =
         rooms.freshAccess(code, request.device, request.actor) ??
-        (await rooms.cachedAccess(code, request.device, request.actor));
+        (await rooms.readAccess(code, request.device, request.actor));
       const message = await messages.send(
         access,
         { body: request.body?.body, clientMsgId: request.body?.client_msg_id },
