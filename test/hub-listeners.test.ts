@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { type Bus, createRedisBus } from '../src/infra/bus.ts';
 import { sql } from '../src/infra/db.ts';
@@ -125,5 +126,25 @@ describe('live delivery publishes a room’s messages only while another process
     await sockets[1]?.waitFor(/msg-6/);
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(eventsOf('msg').length, before);
+  });
+
+  it('says hello again when it could not be published, so the messages still reach a newcomer', async () => {
+    // Drop every publishing connection (they reconnect within a few hundred ms): the newcomer's
+    // hello, and its presence, fail to go out, and without them no one would publish to it.
+    const admin = new Redis(redis.url);
+    try {
+      const clients = String(await admin.client('LIST'))
+        .split('\n')
+        .filter((line) => line.includes('name=ccc-pub'));
+      assert.ok(clients.length >= 2);
+      for (const line of clients) await admin.client('KILL', 'ID', /id=(\d+)/.exec(line)?.[1] as string);
+    } finally {
+      admin.disconnect();
+    }
+    const guestElsewhere = await openLive(second.chatUrl, code, guest, { after: 6 });
+    sockets.push(guestElsewhere);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await send('seven');
+    assert.match(await guestElsewhere.waitFor(/msg-7/, 5_000), /seven/);
   });
 });

@@ -202,6 +202,8 @@ const ALIVE_INTERVAL_MS = 10_000;
 const MAX_CATCH_UP = 1_000;
 /** How long a hole in a socket's seqs may stay open before it is filled from the database. */
 const GAP_FILL_DELAY_MS = 300;
+/** How soon a hello or head that could not be published is tried again. */
+const PUBLISH_RETRY_MS = 1_000;
 
 /**
  * Live delivery. Each process keeps its own sockets by room and subscribes to the bus channel of
@@ -427,7 +429,7 @@ export class RealtimeHub {
       // Ask the other processes who is online in this room.
       void unsubscribe.then(() => {
         joined.subscribed = true;
-        this.publish(roomChannel(roomId), { t: 'hello', o: this.processId, r: roomId });
+        this.publishToRoom(joined, { t: 'hello', o: this.processId, r: roomId });
       });
     }
     return room;
@@ -795,7 +797,7 @@ export class RealtimeHub {
     room.listeners ??= [];
     room.listeners.push(processId);
     if (room.unpublishedSeq > 0) {
-      this.publish(roomChannel(roomId), { t: 'head', o: this.processId, r: roomId, s: room.unpublishedSeq });
+      this.publishToRoom(room, { t: 'head', o: this.processId, r: roomId, s: room.unpublishedSeq });
     }
   }
 
@@ -834,7 +836,7 @@ export class RealtimeHub {
    */
   private async afterBusReconnect(): Promise<void> {
     for (const [roomId, room] of this.rooms) {
-      this.publish(roomChannel(roomId), { t: 'hello', o: this.processId, r: roomId });
+      this.publishToRoom(room, { t: 'hello', o: this.processId, r: roomId });
       for (const connection of room.connections) {
         const missed = await loadTranscript(this.deps, roomId, {
           afterSeq: connection.settled,
@@ -864,6 +866,21 @@ export class RealtimeHub {
         if (connection.socket.readyState === connection.socket.OPEN) connection.socket.ping();
       }
     }
+  }
+
+  /**
+   * Publishes an event that other processes must hear for messages to reach them (hello, head),
+   * trying again every second while the room has sockets here: the other processes publish a
+   * room's messages only to processes they have heard, so a hello lost to a dropped connection
+   * would leave this process's sockets without them.
+   */
+  private publishToRoom(room: LocalRoom, event: WireEvent): void {
+    this.deps.bus.publish(roomChannel(room.id), JSON.stringify(event)).catch(() => {
+      const retry = setTimeout(() => {
+        if (!this.closing && this.rooms.get(room.id) === room) this.publishToRoom(room, event);
+      }, PUBLISH_RETRY_MS);
+      retry.unref();
+    });
   }
 
   private publish(channel: string, event: WireEvent): void {
