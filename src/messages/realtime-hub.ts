@@ -429,7 +429,7 @@ export class RealtimeHub {
       // Ask the other processes who is online in this room.
       void unsubscribe.then(() => {
         joined.subscribed = true;
-        this.publishToRoom(joined, { t: 'hello', o: this.processId, r: roomId });
+        this.publishToRoom(joined, () => [{ t: 'hello', o: this.processId, r: roomId }]);
       });
     }
     return room;
@@ -764,21 +764,26 @@ export class RealtimeHub {
         for (const connection of room?.connections ?? []) this.settle(connection, event.s);
         break;
       }
-      case 'hello':
+      case 'hello': {
         this.heardListener(event.r, event.o);
-        for (const slot of [1, 2] as const) {
-          if (this.localCount(event.r, slot) > 0) {
-            this.publish(roomChannel(event.r), {
-              t: 'presence',
-              o: this.processId,
-              r: event.r,
-              sl: slot,
-              on: true,
-              n: this.localName(event.r, slot),
-            });
-          }
+        // The answer is how the newcomer hears of us (and so publishes its messages to us).
+        const room = this.rooms.get(event.r);
+        if (room) {
+          this.publishToRoom(room, () =>
+            ([1, 2] as const)
+              .filter((slot) => this.localCount(room.id, slot) > 0)
+              .map((slot) => ({
+                t: 'presence' as const,
+                o: this.processId,
+                r: room.id,
+                sl: slot,
+                on: true,
+                n: this.localName(room.id, slot),
+              })),
+          );
         }
         break;
+      }
       case 'ended':
         this.endLocally(event.r);
         break;
@@ -797,7 +802,8 @@ export class RealtimeHub {
     room.listeners ??= [];
     room.listeners.push(processId);
     if (room.unpublishedSeq > 0) {
-      this.publishToRoom(room, { t: 'head', o: this.processId, r: roomId, s: room.unpublishedSeq });
+      const head = room.unpublishedSeq;
+      this.publishToRoom(room, () => [{ t: 'head', o: this.processId, r: roomId, s: head }]);
     }
   }
 
@@ -836,7 +842,7 @@ export class RealtimeHub {
    */
   private async afterBusReconnect(): Promise<void> {
     for (const [roomId, room] of this.rooms) {
-      this.publishToRoom(room, { t: 'hello', o: this.processId, r: roomId });
+      this.publishToRoom(room, () => [{ t: 'hello', o: this.processId, r: roomId }]);
       for (const connection of room.connections) {
         const missed = await loadTranscript(this.deps, roomId, {
           afterSeq: connection.settled,
@@ -869,15 +875,17 @@ export class RealtimeHub {
   }
 
   /**
-   * Publishes an event that other processes must hear for messages to reach them (hello, head),
-   * trying again every second while the room has sockets here: the other processes publish a
-   * room's messages only to processes they have heard, so a hello lost to a dropped connection
-   * would leave this process's sockets without them.
+   * Publishes events that other processes must hear for messages to reach them (hello, the
+   * answer to a hello, head), trying again every second while the room has sockets here: a
+   * process publishes a room's messages only to processes it has heard, so a hello lost to a
+   * dropped connection would leave sockets without them. The events are made afresh for each
+   * try, so a retried answer tells who is online then.
    */
-  private publishToRoom(room: LocalRoom, event: WireEvent): void {
-    this.deps.bus.publish(roomChannel(room.id), JSON.stringify(event)).catch(() => {
+  private publishToRoom(room: LocalRoom, events: () => WireEvent[]): void {
+    const channel = roomChannel(room.id);
+    Promise.all(events().map((event) => this.deps.bus.publish(channel, JSON.stringify(event)))).catch(() => {
       const retry = setTimeout(() => {
-        if (!this.closing && this.rooms.get(room.id) === room) this.publishToRoom(room, event);
+        if (!this.closing && this.rooms.get(room.id) === room) this.publishToRoom(room, events);
       }, PUBLISH_RETRY_MS);
       retry.unref();
     });
