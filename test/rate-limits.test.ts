@@ -204,6 +204,20 @@ describe('send limits', () => {
     }
   });
 
+  it('count exactly without Redis too, in leases from the process’s own counter', async () => {
+    const app = await buildTestApp({ env: { SEND_RATE_PER_MINUTE: '45' } });
+    try {
+      const { code, host } = await openRoom(app.chat);
+      const statuses: number[] = [];
+      // Leases of 2 units: the 45th send takes the last unit of a lease cut short by the limit.
+      for (let index = 0; index < 47; index++)
+        statuses.push((await send(host, code, `m${index}`)).statusCode);
+      assert.deepEqual(statuses, [...Array(45).fill(303), 429, 429]);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('still limit sends, per process, while Redis is down', async () => {
     const app = await buildTestApp({ redis: true, env: { SEND_RATE_PER_MINUTE: '3' } });
     try {

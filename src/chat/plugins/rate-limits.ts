@@ -38,8 +38,9 @@ export type RateLimitOptions = {
 /**
  * Rate limits, in Redis when configured (shared by every process) or in memory. Code look-ups and
  * joins count per IP (per /64 for IPv6), each one in the store; sends and uploads count per device,
- * in leases (see LeasedRateLimiter), so a send usually waits for no Redis round trip. When the
- * store cannot answer, joins are refused and sends and uploads are counted by this process alone.
+ * in leases (see LeasedRateLimiter) from Redis or from this process's own counter, so a send
+ * usually makes no store call at all. When the store cannot answer, joins are refused and sends
+ * and uploads are counted by this process alone.
  */
 export const rateLimitsPlugin = fp<RateLimitOptions>(
   async (app, { redis, audit, perMinute }) => {
@@ -57,14 +58,14 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
       new LeasedRateLimiter(store, {
         max: perMinute[name],
         windowMs,
-        lease: leased && redis ? leaseSize(perMinute[name]) : 1,
+        lease: leased ? leaseSize(perMinute[name]) : 1,
       });
     const limiters = {
       join: limiter('join', shared, false),
       send: limiter('send', shared, true),
       upload: limiter('upload', shared, true),
     } satisfies Record<LimitName, LeasedRateLimiter>;
-    const fallbacks = { send: limiter('send', local, false), upload: limiter('upload', local, false) };
+    const fallbacks = { send: limiter('send', local, true), upload: limiter('upload', local, true) };
 
     const check = async (
       name: LimitName,
