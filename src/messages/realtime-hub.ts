@@ -474,14 +474,19 @@ export class RealtimeHub {
 
   private presenceChanged(roomId: string, slot: 1 | 2, online: boolean): void {
     this.pushPresence(roomId, slot);
-    this.publish(roomChannel(roomId), {
+    this.publish(roomChannel(roomId), this.presenceEvent(roomId, slot, online));
+  }
+
+  /** This process's presence of `slot` in a room, as other processes hear it. */
+  private presenceEvent(roomId: string, slot: 1 | 2, online: boolean): WireEvent {
+    return {
       t: 'presence',
       o: this.processId,
       r: roomId,
       sl: slot,
       on: online,
       n: this.localName(roomId, slot),
-    });
+    };
   }
 
   /**
@@ -772,14 +777,7 @@ export class RealtimeHub {
           this.publishToRoom(room, () =>
             ([1, 2] as const)
               .filter((slot) => this.localCount(room.id, slot) > 0)
-              .map((slot) => ({
-                t: 'presence' as const,
-                o: this.processId,
-                r: room.id,
-                sl: slot,
-                on: true,
-                n: this.localName(room.id, slot),
-              })),
+              .map((slot) => this.presenceEvent(room.id, slot, true)),
           );
         }
         break;
@@ -883,12 +881,18 @@ export class RealtimeHub {
    */
   private publishToRoom(room: LocalRoom, events: () => WireEvent[]): void {
     const channel = roomChannel(room.id);
-    Promise.all(events().map((event) => this.deps.bus.publish(channel, JSON.stringify(event)))).catch(() => {
-      const retry = setTimeout(() => {
-        if (!this.closing && this.rooms.get(room.id) === room) this.publishToRoom(room, events);
-      }, PUBLISH_RETRY_MS);
-      retry.unref();
-    });
+    Promise.all(events().map((event) => this.deps.bus.publish(channel, JSON.stringify(event)))).catch(
+      (error: unknown) => {
+        this.deps.logger.debug(
+          { err: { message: (error as Error).message } },
+          'bus publish failed; retrying',
+        );
+        const retry = setTimeout(() => {
+          if (!this.closing && this.rooms.get(room.id) === room) this.publishToRoom(room, events);
+        }, PUBLISH_RETRY_MS);
+        retry.unref();
+      },
+    );
   }
 
   private publish(channel: string, event: WireEvent): void {
