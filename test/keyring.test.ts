@@ -46,6 +46,15 @@ describe('seal / open', () => {
     assert.notDeepEqual(associatedData('ab', 'c'), associatedData('a', 'bc'));
   });
 
+  it('lays associated data out as it always has (stored ciphertexts depend on it)', () => {
+    // Each part: its UTF-8 length as a big-endian uint32, then its bytes.
+    assert.equal(
+      associatedData('message', 'é', 7).toString('hex'),
+      `00000007${Buffer.from('message').toString('hex')}00000002c3a90000000137`,
+    );
+    assert.equal(associatedData().length, 0);
+  });
+
   it('fails with the wrong key and on truncated input', () => {
     const sealed = seal(key, Buffer.from('secret'), aad);
     assert.throws(() => open(randomBytes(32), sealed, aad), CryptoError);

@@ -13,6 +13,7 @@ const MIGRATIONS = [
   '001_init_schema.sql',
   '002_write_messages_function.sql',
   '003_lighter_message_inserts.sql',
+  '004_packed_message_bodies.sql',
 ];
 
 describe('migrations', () => {
@@ -108,12 +109,20 @@ describe('migrations', () => {
       RETURNING id`);
     const sender = new Map([first, second].map((room, index) => [room, senders[index] as string]));
     type Row = { room: string; seq: number; clientMsgId: string };
+    // Bodies of different lengths, packed as the writer packs them (migration 004).
+    const bodyOf = (row: Row) => Buffer.from(`sealed ${row.room.slice(0, 4)} ${'x'.repeat(row.seq * 7)}`);
+    const at = new Date('2026-11-26T08:15:42.123Z');
     const write = (expected: [number, number], rows: Row[]) => {
       const counts = [first, second].map((room) => rows.filter((row) => row.room === room).length);
       const column = <T>(pick: (row: Row) => T) => rows.map(pick);
+      const bodies = rows.map(bodyOf);
+      const starts = bodies.map(
+        (_, index) => 1 + bodies.slice(0, index).reduce((sum, body) => sum + body.length, 0),
+      );
       return pool.one(sql.type(z.object({ reserved: z.array(z.string()), skipped: z.array(z.string()) }))`
-        SELECT reserved_rooms AS reserved, skipped_rows AS skipped FROM write_messages_if_expected(
-          ${sql.array([first, second], 'uuid')}, ${sql.array(expected, 'int8')}, ${sql.array(counts, 'int4')}, now(),
+        SELECT reserved_rooms AS reserved, skipped_rows AS skipped FROM write_packed_messages_if_expected(
+          ${sql.array([first, second], 'uuid')}, ${sql.array(expected, 'int8')}, ${sql.array(counts, 'int4')},
+          ${at.toISOString()}::timestamptz,
           ${sql.array(
             column((row) => row.room),
             'uuid',
@@ -132,16 +141,14 @@ describe('migrations', () => {
             column((row) => row.clientMsgId),
             'uuid',
           )},
+          ${sql.binary(Buffer.concat(bodies))}, ${sql.array(starts, 'int4')},
           ${sql.array(
-            column(() => Buffer.from('sealed')),
-            'bytea',
+            bodies.map((body) => body.length),
+            'int4',
           )},
           ${sql.array(
             column(() => '127.0.0.1'),
             'inet',
-          )}, ${sql.array(
-            column(() => new Date().toISOString()),
-            'timestamptz',
           )})`);
     };
     const ids = Array.from({ length: 4 }, () => crypto.randomUUID());
@@ -168,12 +175,28 @@ describe('migrations', () => {
     );
     assert.deepEqual(mixed.reserved, [first]);
     assert.deepEqual(mixed.skipped, [`${first}:3`]);
-    const rows = await pool.any(sql.type(z.object({ room_id: z.string(), seq: z.number() }))`
-      SELECT room_id, seq FROM messages WHERE room_id IN (${first}, ${second}) ORDER BY room_id, seq`);
+    const rows = await pool.any(sql.type(
+      z.object({
+        room_id: z.string(),
+        seq: z.number(),
+        body_sealed: z.instanceof(Buffer),
+        created_at: z.number(),
+      }),
+    )`
+      SELECT room_id, seq, body_sealed, created_at FROM messages
+      WHERE room_id IN (${first}, ${second}) ORDER BY room_id, seq`);
     assert.deepEqual(
       rows.map((row) => `${row.room_id === first ? 'first' : 'second'}:${row.seq}`),
       ['first:1', 'first:2', 'first:4', 'second:1'],
     );
+    // Each row has exactly its own body, and the batch's time to the millisecond.
+    for (const row of rows) {
+      assert.equal(
+        row.body_sealed.toString(),
+        bodyOf({ room: row.room_id, seq: row.seq, clientMsgId: '' }).toString(),
+      );
+      assert.equal(row.created_at, at.getTime());
+    }
     const lastSeqs = await pool.anyFirst(sql.type(z.object({ last_seq: z.number() }))`
       SELECT last_seq FROM rooms WHERE id IN (${first}, ${second}) ORDER BY id`);
     assert.deepEqual(lastSeqs, [4, 1]);

@@ -67,14 +67,18 @@ export function open(key: Buffer, sealed: Buffer, aad: Buffer): Buffer {
 
 /** Builds associated data from labelled parts; the length prefixes keep ("ab","c") apart from ("a","bc"). */
 export function associatedData(...parts: (string | number | bigint)[]): Buffer {
-  const chunks: Buffer[] = [];
-  for (const part of parts) {
-    const bytes = Buffer.from(String(part), 'utf8');
-    const length = Buffer.alloc(4);
-    length.writeUInt32BE(bytes.length);
-    chunks.push(length, bytes);
+  // One buffer, written in place: every message's seal builds one.
+  const texts = parts.map(String);
+  let size = 0;
+  for (const text of texts) size += 4 + Buffer.byteLength(text, 'utf8');
+  const data = Buffer.allocUnsafe(size);
+  let offset = 0;
+  for (const text of texts) {
+    const length = data.write(text, offset + 4, 'utf8');
+    data.writeUInt32BE(length, offset);
+    offset += 4 + length;
   }
-  return Buffer.concat(chunks);
+  return data;
 }
 
 /** Key id = first 8 bytes of SHA-256 over a fixed label and the key, as hex. */

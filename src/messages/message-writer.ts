@@ -283,22 +283,32 @@ export class MessageWriter {
       tuples.push(sealed.tuple);
     }
 
-    // One statement, planned once per connection (migrations/002_write_messages_function.sql).
+    // One statement, planned once per connection (migrations/002, 004). The bodies go as one
+    // bytea (sent in binary) with each one's start and length: an array of them would travel as
+    // hex text, encoded here and parsed there.
     const column = (index: number) => tuples.map((tuple) => tuple[index] as string | number | null);
+    const bodies = written.map((message) => message.bodySealed);
+    const starts: number[] = [];
+    let start = 1;
+    for (const body of bodies) {
+      starts.push(start);
+      start += body.length;
+    }
     const outcome = await this.db.one(sql.type(oneStatementRow)`
-      SELECT reserved_rooms AS reserved, skipped_rows AS skipped FROM write_messages_if_expected(
+      SELECT reserved_rooms AS reserved, skipped_rows AS skipped FROM write_packed_messages_if_expected(
         ${sql.array(roomIds, 'uuid')}, ${sql.array(expected, 'int8')},
         ${sql.array(
           roomIds.map((id) => perRoom.get(id) as number),
           'int4',
-        )}, ${sql.timestamp(now)},
+        )}, ${now.toISOString()}::timestamptz,
         ${sql.array(column(0), 'uuid')}, ${sql.array(column(1), 'int8')}, ${sql.array(column(2), 'uuid')},
         ${sql.array(column(3), 'text')}, ${sql.array(column(4), 'uuid')},
+        ${sql.binary(Buffer.concat(bodies))}, ${sql.array(starts, 'int4')},
         ${sql.array(
-          tuples.map((tuple) => tuple[5] as Buffer),
-          'bytea',
+          bodies.map((body) => body.length),
+          'int4',
         )},
-        ${sql.array(column(6), 'inet')}, ${sql.array(column(7), 'timestamptz')})`);
+        ${sql.array(column(6), 'inet')})`);
 
     // Committed. Rooms not reserved (unknown last_seq, or over) go the long way, which re-reads.
     const reserved = new Set(outcome.reserved);
