@@ -151,6 +151,7 @@ async function messages(command: Extract<Command, { cmd: 'messages' }>): Promise
   const rooms = group.rooms;
   const url = new URL(command.baseUrl);
   const client = new LeanHttpPool(url.hostname, Number(url.port), command.connections);
+  await client.open();
   const total = Math.max(1, Math.round((command.rate * command.durationMs) / 1000));
   const interval = 1000 / command.rate;
   const id = runCounter++;
