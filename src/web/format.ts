@@ -11,22 +11,42 @@ export function duration(milliseconds: number): string {
   return minutes === 0 ? `${hours} h` : `${hours} h ${minutes} min`;
 }
 
+// The instant formatted last. A sent message's time is formatted four times in a row (its
+// datetime and its clock time, in the sender's answer and in the partner's push).
+let lastIsoMs = Number.NaN;
+let lastIso = '';
+
 /** ISO 8601, for <time datetime>. */
 export function iso(epochMs: number): string {
-  return new Date(epochMs).toISOString();
+  if (epochMs !== lastIsoMs) {
+    lastIso = new Date(epochMs).toISOString();
+    lastIsoMs = epochMs;
+  }
+  return lastIso;
 }
 
 /** "14:05 UTC" — the server does not know the reader's time zone; JS localizes it when it runs. */
 export function clockTime(epochMs: number): string {
-  return `${new Date(epochMs).toISOString().slice(11, 16)} UTC`;
+  return `${iso(epochMs).slice(11, 16)} UTC`;
 }
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
+const DAY_MS = 86_400_000;
+/** Day number -> its date; every message's day separator names its day. */
+const dayDates = new Map<number, string>();
+
 /** "25 Nov 2026" (UTC). */
 function date(epochMs: number): string {
-  const day = new Date(epochMs);
-  return `${day.getUTCDate()} ${MONTHS[day.getUTCMonth()]} ${day.getUTCFullYear()}`;
+  const dayNumber = Math.floor(epochMs / DAY_MS);
+  let text = dayDates.get(dayNumber);
+  if (text === undefined) {
+    const day = new Date(epochMs);
+    text = `${day.getUTCDate()} ${MONTHS[day.getUTCMonth()]} ${day.getUTCFullYear()}`;
+    if (dayDates.size >= 1_000) dayDates.clear();
+    dayDates.set(dayNumber, text);
+  }
+  return text;
 }
 
 /** "25 Nov 2026, 14:05 UTC". */
@@ -34,7 +54,6 @@ export function dateTime(epochMs: number): string {
   return `${date(epochMs)}, ${clockTime(epochMs)}`;
 }
 
-const DAY_MS = 86_400_000;
 /** Day number -> its key; a page asks for the day of each of its messages. */
 const dayKeys = new Map<number, string>();
 
