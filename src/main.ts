@@ -1,3 +1,4 @@
+import './infra/gc-tuning.ts';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { createAdminServer } from './admin/app.ts';
