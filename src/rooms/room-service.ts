@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { Actor, AuditLog } from '../audit/audit-log.ts';
 import type { RoomKeys } from '../crypto/room-keys.ts';
 import { DomainError } from '../domain-error.ts';
+import { BatchedLookup } from '../infra/batched-lookup.ts';
 import type { Clock } from '../infra/clock.ts';
 import { type DatabasePool, type DatabaseTransactionConnection, sql } from '../infra/db.ts';
 import { generateCode, normalizeCode } from './codes.ts';
@@ -111,7 +112,21 @@ const CODE_ATTEMPTS = 20;
 const TOUCH_INTERVAL_MS = 60_000;
 /** How long a locked room's access is reused by `cachedAccess` without asking the database. */
 const ACCESS_CACHE_MS = 5_000;
+/**
+ * After that, for this long, it is still used while one batched query confirms that the room is
+ * live (see `freshAccess`); an entry not used by then is read afresh.
+ */
+const ACCESS_CONFIRM_WINDOW_MS = 30_000;
 const ACCESS_CACHE_LIMIT = 50_000;
+
+type CachedAccess = {
+  access: RoomAccess;
+  /** Used as it is until then. */
+  freshUntil: number;
+  /** Used while its room is confirmed live until then; read afresh after. */
+  usableUntil: number;
+  confirming: boolean;
+};
 
 /**
  * The room lifecycle: create (pending, host bound), activate (timer starts), join (guest bound,
@@ -122,7 +137,9 @@ export class RoomService {
   private readonly endedListeners: ((rooms: EndedRoom[]) => void)[] = [];
   private readonly lastTouch = new Map<string, number>();
   /** Access of devices to locked, active rooms, by code + device hash (see `cachedAccess`). */
-  private readonly accessCache = new Map<string, { access: RoomAccess; until: number }>();
+  private readonly accessCache = new Map<string, CachedAccess>();
+  /** Which of the rooms asked about are still active, a batch at a time. */
+  private readonly liveRooms: BatchedLookup<true>;
 
   constructor(
     private readonly db: DatabasePool,
@@ -130,7 +147,13 @@ export class RoomService {
     private readonly audit: AuditLog,
     private readonly clock: Clock,
     private readonly settings: RoomSettings,
-  ) {}
+  ) {
+    this.liveRooms = new BatchedLookup(async (roomIds) => {
+      const live = await db.anyFirst(sql.type(z.object({ id: z.string() }))`
+        SELECT id FROM rooms WHERE id = ANY(${sql.array(roomIds, 'uuid')}) AND status = 'active'`);
+      return new Map(live.map((id) => [id, true as const]));
+    });
+  }
 
   /** Called after rooms end in this process (by the sweep or by a participant). */
   onRoomsEnded(listener: (rooms: EndedRoom[]) => void): void {
@@ -346,13 +369,54 @@ export class RoomService {
     const key = `${normalizeCode(codeInput)}:${device.hashHex}`;
     const now = this.clock.now().getTime();
     const hit = this.accessCache.get(key);
-    if (!hit || hit.until <= now) return undefined;
+    if (!hit || hit.usableUntil <= now) return undefined;
     if (this.isOver(hit.access.room, now)) {
       this.accessCache.delete(key);
       throw ended();
     }
+    if (hit.freshUntil <= now) this.confirmLive(key, hit);
     if (actor) this.touch(hit.access.me.id, actor);
     return hit.access;
+  }
+
+  /**
+   * Renews a cached access whose fresh time is over if its room is still active, or drops it. The
+   * access is used meanwhile: a locked room's access cannot change but for the room's end, which
+   * this process hears at once (`forgetAccess`), which the writer checks again in the transaction
+   * that stores a message, and which this query finds within a round trip should it go unheard.
+   * Re-reading instead, every device that had paused at once (a quiet moment in many rooms, a
+   * restart) waited for its own read of the room, and those reads queued in the pool and in
+   * PostgreSQL in front of the message writer: 60-100 ms of delivery latency for the first 200 ms
+   * of sends (npm run bench, a 4,000/s step after a 2,000/s one). Confirmations share queries.
+   */
+  private confirmLive(key: string, entry: CachedAccess): void {
+    if (entry.confirming) return;
+    entry.confirming = true;
+    this.liveRooms.get(entry.access.room.id).then(
+      (live) => {
+        entry.confirming = false;
+        if (this.accessCache.get(key) !== entry) return;
+        if (!live) {
+          this.accessCache.delete(key);
+          return;
+        }
+        entry.freshUntil = this.freshUntil(this.clock.now().getTime());
+        entry.usableUntil = entry.freshUntil + ACCESS_CONFIRM_WINDOW_MS;
+      },
+      // The entry stays usable until its time runs out; the next use asks again.
+      () => {
+        entry.confirming = false;
+      },
+    );
+  }
+
+  /**
+   * Between half and all of the 5 s, at random: entries cached together (a page of devices, a
+   * restart) would otherwise all expire together, and their re-reads would queue in the pool in
+   * front of the message writer (measured: a 50-100 ms stall every 5 s under load).
+   */
+  private freshUntil(now: number): number {
+    return now + ACCESS_CACHE_MS * (0.5 + Math.random() / 2);
   }
 
   /**
@@ -360,9 +424,10 @@ export class RoomService {
    * seconds once the room is active and locked to its two devices: from then on nothing in it
    * changes but its end (and its last seq, which the cached copy does not follow: callers must not
    * rely on `room.lastSeq`). The cache is dropped when the room ends in this process or, through
-   * the bus, in another (`forgetAccess`); its expiry time is checked on every use. Should an end
-   * still go unheard, the message writer checks the room's status in the same transaction that
-   * stores a message, so nothing is ever written to a room that is over.
+   * the bus, in another (`forgetAccess`); its expiry time is checked on every use. After a few
+   * seconds a use also has the room's status confirmed, in the background (`confirmLive`). Should
+   * an end still go unheard, the message writer checks the room's status in the same transaction
+   * that stores a message, so nothing is ever written to a room that is over.
    */
   async cachedAccess(codeInput: unknown, device: Device | undefined, actor?: Actor): Promise<RoomAccess> {
     return this.freshAccess(codeInput, device, actor) ?? this.readAccess(codeInput, device, actor);
@@ -380,10 +445,13 @@ export class RoomService {
         const oldest = this.accessCache.keys().next().value;
         if (oldest !== undefined) this.accessCache.delete(oldest);
       }
-      // Between half and all of the 5 s, at random: entries cached together (a page of devices,
-      // a restart) would otherwise all expire together, and their re-reads would queue in the pool
-      // in front of the message writer (measured: a 50-100 ms stall every 5 s under load).
-      this.accessCache.set(key, { access, until: now + ACCESS_CACHE_MS * (0.5 + Math.random() / 2) });
+      const freshUntil = this.freshUntil(now);
+      this.accessCache.set(key, {
+        access,
+        freshUntil,
+        usableUntil: freshUntil + ACCESS_CONFIRM_WINDOW_MS,
+        confirming: false,
+      });
     }
     return access;
   }
