@@ -65,12 +65,17 @@ const MESSAGE_COLUMN_TYPES: string[] = [
 /** Rooms whose last_seq the writer remembers (a number each); the least recently written go first. */
 const KNOWN_SEQ_LIMIT = 100_000;
 
+/** The time of a batch, once as a number and once as text for its rows. */
+type BatchTime = { ms: number; iso: string };
+
+const batchTime = (now: Date): BatchTime => ({ ms: now.getTime(), iso: now.toISOString() });
+
 /** Seals a message's body with its room's key, bound to its seq, and builds its row. */
 function sealMessage(
   message: PendingMessage,
   seq: number,
   keys: Map<string, Buffer>,
-  now: Date,
+  now: BatchTime,
 ): { written: WrittenMessage; tuple: (string | number | Buffer | null)[] } {
   const bodySealed = seal(
     keys.get(message.roomId) as Buffer,
@@ -78,7 +83,7 @@ function sealMessage(
     aad.message(message.roomId, seq),
   );
   return {
-    written: { roomId: message.roomId, seq, createdAt: now.getTime(), bodySealed, duplicate: false },
+    written: { roomId: message.roomId, seq, createdAt: now.ms, bodySealed, duplicate: false },
     tuple: [
       message.roomId,
       seq,
@@ -87,7 +92,7 @@ function sealMessage(
       message.clientMsgId,
       bodySealed,
       message.senderIp,
-      now.toISOString(),
+      now.iso,
     ],
   };
 }
@@ -267,7 +272,7 @@ export class MessageWriter {
   private async oneStatement(batch: Job[], keys: Map<string, Buffer>): Promise<Job[]> {
     const mine = batch.filter((job) => this.knownSeq.has(job.message.roomId));
     if (mine.length === 0) return batch;
-    const now = this.clock.now();
+    const now = batchTime(this.clock.now());
     const perRoom = new Map<string, number>();
     for (const { message } of mine) perRoom.set(message.roomId, (perRoom.get(message.roomId) ?? 0) + 1);
     const roomIds = [...perRoom.keys()].sort();
@@ -300,7 +305,7 @@ export class MessageWriter {
         ${sql.array(
           roomIds.map((id) => perRoom.get(id) as number),
           'int4',
-        )}, ${now.toISOString()}::timestamptz,
+        )}, ${now.iso}::timestamptz,
         ${sql.array(column(0), 'uuid')}, ${sql.array(column(1), 'int8')}, ${sql.array(column(2), 'uuid')},
         ${sql.array(column(3), 'text')}, ${sql.array(column(4), 'uuid')},
         ${sql.binary(Buffer.concat(bodies))}, ${sql.array(starts, 'int4')},
@@ -346,6 +351,7 @@ export class MessageWriter {
   /** Returns, per job, its written message or the error that job alone gets. */
   private async transaction(batch: Job[], keys: Map<string, Buffer>): Promise<(WrittenMessage | Error)[]> {
     const now = this.clock.now();
+    const time = batchTime(now);
     const perRoom = new Map<string, number>();
     for (const { message } of batch) perRoom.set(message.roomId, (perRoom.get(message.roomId) ?? 0) + 1);
     const roomIds = [...perRoom.keys()].sort();
@@ -381,7 +387,7 @@ export class MessageWriter {
           continue;
         }
         nextSeq.set(message.roomId, seq + 1);
-        const sealed = sealMessage(message, seq, keys, now);
+        const sealed = sealMessage(message, seq, keys, time);
         results.push(sealed.written);
         tuples.push(sealed.tuple);
       }
