@@ -13,13 +13,22 @@ import { buildTestApp } from './helpers/app.ts';
 import { Client, openRoom } from './helpers/client.ts';
 import { type RedisServer, startRedis } from './helpers/servers.ts';
 
-/** Counts the calls a limiter makes to its store. */
-function counting(store: WindowCounter): WindowCounter & { calls: number } {
+/** Counts the calls a limiter makes to its store; `settled()` waits for those in flight. */
+function counting(store: WindowCounter): WindowCounter & { calls: number; settled(): Promise<void> } {
+  const inFlight = new Set<Promise<unknown>>();
   const counted = {
     calls: 0,
     add(key: string, amount: number, windowMs: number) {
       counted.calls += 1;
-      return store.add(key, amount, windowMs);
+      const call = store.add(key, amount, windowMs);
+      inFlight.add(call);
+      void call.finally(() => inFlight.delete(call)).catch(() => undefined);
+      return call;
+    },
+    async settled() {
+      await Promise.allSettled([...inFlight]);
+      // The limiter takes the answer in a continuation of its own; let it run.
+      await new Promise((resolve) => setImmediate(resolve));
     },
   };
   return counted;
@@ -43,17 +52,47 @@ describe('leased rate limiter on Redis', () => {
     await server.stop();
   });
 
-  it('takes units in leases: one store call per lease, the shared count grows by the lease', async () => {
+  it('takes units in leases, asking for the next one when a quarter of a lease is left', async () => {
     const store = counting(redisWindowCounter(redis, 'test-a:'));
-    const limiter = new LeasedRateLimiter(store, { max: 100, windowMs: 60_000, lease: 5 });
+    const limiter = new LeasedRateLimiter(store, { max: 100, windowMs: 60_000, lease: 8 });
     assert.deepEqual(await hits(limiter, 'k', 5), [true, true, true, true, true]);
     assert.equal(store.calls, 1);
-    assert.equal(await redis.get('test-a:k'), '5');
-    assert.equal((await limiter.hit('k')).allowed, true);
+    assert.equal(await redis.get('test-a:k'), '8');
+    // The 6th hit leaves 2 units (a quarter of 8): the next lease is asked for, and nobody waits.
+    assert.equal(limiter.tryHit('k')?.allowed, true);
     assert.equal(store.calls, 2);
-    assert.equal(await redis.get('test-a:k'), '10');
+    await store.settled();
+    assert.equal(await redis.get('test-a:k'), '16');
+    assert.deepEqual(await hits(limiter, 'k', 7), [true, true, true, true, true, true, true]);
+    assert.equal(store.calls, 2, 'the units asked for ahead joined those left');
     const ttl = await redis.pttl('test-a:k');
     assert.ok(ttl > 55_000 && ttl <= 60_000, `the window is set on the first hit (${ttl} ms)`);
+  });
+
+  it('never makes a key in steady use wait for the store', async () => {
+    const store = counting(redisWindowCounter(redis, 'test-g:'));
+    const limiter = new LeasedRateLimiter(store, { max: 1_000, windowMs: 60_000, lease: 8 });
+    assert.equal((await limiter.hit('k')).allowed, true);
+    for (let index = 0; index < 40; index++) {
+      // Synchronous: undefined would mean this hit had to wait for Redis.
+      assert.equal(limiter.tryHit('k')?.allowed, true, `hit ${index + 2} was decided without waiting`);
+      await store.settled();
+    }
+    const counted = Number(await redis.get('test-g:k'));
+    assert.equal(counted, store.calls * 8);
+    assert.ok(counted - 41 <= 8 + 2, `at most a lease and a quarter unspent (${counted - 41})`);
+  });
+
+  it('grants no more than the limit when the next lease comes from a nearly full window', async () => {
+    const store = counting(redisWindowCounter(redis, 'test-h:'));
+    const limiter = new LeasedRateLimiter(store, { max: 6, windowMs: 60_000, lease: 4 });
+    const verdicts: boolean[] = [];
+    for (let index = 0; index < 8; index++) {
+      verdicts.push((await limiter.hit('k')).allowed);
+      await store.settled();
+    }
+    assert.deepEqual(verdicts, [true, true, true, true, true, true, false, false]);
+    assert.equal(store.calls, 2, 'a full window is remembered');
   });
 
   it('never lets two processes together pass the limit, and refuses without asking once full', async () => {
@@ -77,7 +116,7 @@ describe('leased rate limiter on Redis', () => {
 
   it('shares one store call among concurrent hits of a key', async () => {
     const store = counting(redisWindowCounter(redis, 'test-c:'));
-    const limiter = new LeasedRateLimiter(store, { max: 100, windowMs: 60_000, lease: 4 });
+    const limiter = new LeasedRateLimiter(store, { max: 100, windowMs: 60_000, lease: 8 });
     const verdicts = await Promise.all([1, 2, 3, 4].map(() => limiter.hit('k')));
     assert.ok(verdicts.every((verdict) => verdict.allowed));
     assert.equal(store.calls, 1);

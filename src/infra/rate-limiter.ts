@@ -75,26 +75,32 @@ type Lease = {
 /**
  * At most `max` hits per key in a window of `windowMs`, counted in a shared store. A process takes
  * its units in leases: one store call adds `lease` units to the shared count and keeps those it
- * was granted (up to `max`) to spend locally, so with a lease of n only one hit in n waits for the
- * store; a full window is remembered until it ends, so refusals cost no call either. The shared
- * count never passes `max` in granted units, so no key ever gets more than `max` hits per window
- * across all processes; a key served by several processes at once may be refused a few units
- * early (units another process leased and has not spent yet: fewer than a lease per process).
- * With a lease of 1 every hit is counted in the store, exactly.
+ * was granted (up to `max`) to spend locally, so with a lease of n only one hit in n needs the
+ * store; a full window is remembered until it ends, so refusals cost no call either. When a
+ * quarter of a lease is left, the next one is asked for in the background, so a key in steady use
+ * never waits for the store (see README, Performance: every sender waiting for its lease at once
+ * was a latency spike). The shared count never passes `max` in granted units, so no key ever gets
+ * more than `max` hits per window across all processes; a key served by several processes at once
+ * may be refused a few units early (units another process leased and has not spent yet: at most a
+ * lease and a quarter per process). With a lease of 1 every hit is counted in the store, exactly.
  */
 export class LeasedRateLimiter {
   private readonly leases = new Map<string, Lease>();
   /** Store calls in flight per key: concurrent hits of one key share a call. */
   private readonly asking = new Map<string, Promise<void>>();
+  /** Units left at which the next lease is asked for ahead of need (0: never ahead, as with a lease of 1). */
+  private readonly refillAt: number;
 
   constructor(
     private readonly store: WindowCounter,
     readonly settings: { max: number; windowMs: number; lease: number; maxKeys?: number },
-  ) {}
+  ) {
+    this.refillAt = Math.floor(settings.lease / 4);
+  }
 
   /**
    * Counts one hit if this process's lease decides it (units left, or the window known full), with
-   * no store call and no promise; undefined when only the store can answer (see `hit`).
+   * no wait; undefined when only the store can answer (see `hit`).
    */
   tryHit(key: string): LimitVerdict | undefined {
     const now = Date.now();
@@ -102,6 +108,11 @@ export class LeasedRateLimiter {
     if (!lease || lease.endsAt <= now) return undefined;
     if (lease.remaining > 0) {
       lease.remaining -= 1;
+      const low = lease.remaining > 0 && lease.remaining <= this.refillAt;
+      if (low && !lease.full && !this.asking.has(key)) {
+        // Nobody waits for this call; a failure shows when a hit next needs the store.
+        this.ask(key).catch(() => undefined);
+      }
       return ALLOWED;
     }
     if (lease.full)
@@ -114,13 +125,15 @@ export class LeasedRateLimiter {
     for (;;) {
       const verdict = this.tryHit(key);
       if (verdict) return verdict;
-      let asking = this.asking.get(key);
-      if (!asking) {
-        asking = this.takeLease(key).finally(() => this.asking.delete(key));
-        this.asking.set(key, asking);
-      }
-      await asking;
+      await (this.asking.get(key) ?? this.ask(key));
     }
+  }
+
+  /** One store call for a key at a time; hits that need it meanwhile wait for the same one. */
+  private ask(key: string): Promise<void> {
+    const asking = this.takeLease(key).finally(() => this.asking.delete(key));
+    this.asking.set(key, asking);
+    return asking;
   }
 
   private async takeLease(key: string): Promise<void> {
@@ -128,7 +141,17 @@ export class LeasedRateLimiter {
     const { count, ttlMs } = await this.store.add(key, size, windowMs);
     // The units this call added are count - size + 1 .. count; those up to max are ours.
     const granted = Math.max(0, Math.min(size, max - (count - size)));
-    this.remember(key, { remaining: granted, full: granted < size, endsAt: Date.now() + ttlMs });
+    const now = Date.now();
+    const endsAt = now + ttlMs;
+    const current = this.leases.get(key);
+    // Asked for ahead of need, the units join those left of the same window. A window that ended
+    // meanwhile was replaced by one ending about `windowMs` later: its leftovers are not carried.
+    if (current && current.endsAt > now && endsAt < current.endsAt + windowMs / 2) {
+      current.remaining += granted;
+      current.full = granted < size;
+      return;
+    }
+    this.remember(key, { remaining: granted, full: granted < size, endsAt });
   }
 
   private remember(key: string, lease: Lease): void {
