@@ -108,19 +108,24 @@ describe('deployment files', () => {
     assert.match(runtime, /npm ci --omit=dev/);
     assert.match(runtime, /^USER node$/m);
     assert.match(runtime, /HEALTHCHECK[\s\S]*\/health/);
-    assert.match(runtime, /CMD \["node", "dist\/src\/main\.js"\]/);
+    assert.match(runtime, /^CMD \["node", (?:"--[a-z-]+=\d+", )*"dist\/src\/main\.js"\]$/m);
     const buildConfig = JSON.parse(await readFile(projectPath('tsconfig.build.json'), 'utf8'));
     assert.equal(buildConfig.extends, './tsconfig.json');
   });
 
-  it('runs the app with one heap limit in the image, in npm start and in the benchmark', async () => {
+  it('runs the app with one heap limit and floor in the image, in npm start and in the benchmark', async () => {
     const dockerfile = await readFile(projectPath('Dockerfile'), 'utf8');
     const runtime = dockerfile.slice(dockerfile.lastIndexOf('FROM '));
-    const flag = /^ENV NODE_OPTIONS=(--max-old-space-size=\d+)$/m.exec(runtime)?.[1];
-    assert.ok(flag, 'the image sets a heap limit');
+    const limit = /^ENV NODE_OPTIONS=(--max-old-space-size=\d+)$/m.exec(runtime)?.[1];
+    assert.ok(limit, 'the image sets a heap limit');
+    const floor = /^CMD \["node", "(--initial-old-space-size=\d+)", "dist\/src\/main\.js"\]$/m.exec(
+      runtime,
+    )?.[1];
+    assert.ok(floor, 'the image sets a floor under the old generation');
     const start = JSON.parse(await readFile(projectPath('package.json'), 'utf8')).scripts.start as string;
-    assert.match(start, new RegExp(`node ${flag} dist/src/main\\.js$`));
+    assert.match(start, new RegExp(`node ${limit} ${floor} dist/src/main\\.js$`));
     const bench = await readFile(projectPath('scripts', 'bench', 'stack.ts'), 'utf8');
-    assert.ok(bench.includes(`NODE_OPTIONS: '${flag}'`), 'the benchmark runs the app as the image does');
+    assert.ok(bench.includes(`NODE_OPTIONS: '${limit}'`), 'the benchmark runs the app as the image does');
+    assert.ok(bench.includes(`'${floor}'`), 'the benchmark runs the app with the same floor');
   });
 });

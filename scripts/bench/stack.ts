@@ -98,6 +98,8 @@ export async function startApp(options: {
     UPLOAD_RATE_PER_MINUTE: String(options.limits.upload),
   };
   const nodeArgs = [
+    // As the Dockerfile's CMD and npm start (Node takes this flag only on its command line).
+    '--initial-old-space-size=128',
     ...(options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`] : []),
     ...(options.nodeArgs ?? []),
   ];
