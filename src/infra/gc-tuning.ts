@@ -13,5 +13,9 @@ import v8 from 'node:v8';
  * Set from code rather than on the command line so that every way of starting the app has it
  * (NODE_OPTIONS does not accept this flag); this module is imported first, before the app
  * allocates anything.
+ *
+ * The other GC setting, a floor under the old generation's limit (`--initial-old-space-size`),
+ * cannot be set from here: V8 sizes the heap before any code runs, and NODE_OPTIONS refuses that
+ * flag too, so it is on node's command line (Dockerfile CMD, npm start, the benchmark).
  */
 v8.setFlagsFromString('--no-allocation-site-pretenuring');
