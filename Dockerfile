@@ -43,8 +43,8 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.CHAT_PORT || 5055) + '/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # A floor under the old generation's limit (Node accepts this flag only on its command line). V8
 # otherwise sets the limit about 8 MB above what is live (~35 MB while chatting), and under load
-# request objects reach the old generation at 2-4 MB/s, so a full collection ran every two
-# seconds, each a 30-50 ms hole in delivery; with the floor it runs every half minute at
+# objects allocated for requests reach the old generation at 2-4 MB/s, so a full collection ran
+# every two seconds, each a 30-50 ms hole in delivery; with the floor it runs every half minute at
 # 5,000 messages/s. It costs memory only while there is garbage to hold (below 128 MB); with
 # 20,000 idle sockets the live heap is already near it (npm run bench; README, Performance).
 CMD ["node", "--initial-old-space-size=128", "dist/src/main.js"]
