@@ -119,6 +119,8 @@ const ACCESS_CACHE_MS = 5_000;
 const ACCESS_CONFIRM_WINDOW_MS = 30_000;
 const ACCESS_CACHE_LIMIT = 50_000;
 
+const liveRoomRow = z.object({ id: z.string() });
+
 type CachedAccess = {
   access: RoomAccess;
   /** Used as it is until then. */
@@ -149,7 +151,7 @@ export class RoomService {
     private readonly settings: RoomSettings,
   ) {
     this.liveRooms = new BatchedLookup(async (roomIds) => {
-      const live = await db.anyFirst(sql.type(z.object({ id: z.string() }))`
+      const live = await db.anyFirst(sql.type(liveRoomRow)`
         SELECT id FROM rooms WHERE id = ANY(${sql.array(roomIds, 'uuid')}) AND status = 'active'`);
       return new Map(live.map((id) => [id, true as const]));
     });
@@ -400,8 +402,7 @@ export class RoomService {
           this.accessCache.delete(key);
           return;
         }
-        entry.freshUntil = this.freshUntil(this.clock.now().getTime());
-        entry.usableUntil = entry.freshUntil + ACCESS_CONFIRM_WINDOW_MS;
+        Object.assign(entry, this.cacheTimes(this.clock.now().getTime()));
       },
       // The entry stays usable until its time runs out; the next use asks again.
       () => {
@@ -411,12 +412,14 @@ export class RoomService {
   }
 
   /**
-   * Between half and all of the 5 s, at random: entries cached together (a page of devices, a
+   * An entry's times from `now`: fresh for between half and all of the 5 s, at random, then usable
+   * for the confirmation window. The random part because entries cached together (a page of devices, a
    * restart) would otherwise all expire together, and their re-reads would queue in the pool in
    * front of the message writer (measured: a 50-100 ms stall every 5 s under load).
    */
-  private freshUntil(now: number): number {
-    return now + ACCESS_CACHE_MS * (0.5 + Math.random() / 2);
+  private cacheTimes(now: number): Pick<CachedAccess, 'freshUntil' | 'usableUntil'> {
+    const freshUntil = now + ACCESS_CACHE_MS * (0.5 + Math.random() / 2);
+    return { freshUntil, usableUntil: freshUntil + ACCESS_CONFIRM_WINDOW_MS };
   }
 
   /**
@@ -445,13 +448,7 @@ export class RoomService {
         const oldest = this.accessCache.keys().next().value;
         if (oldest !== undefined) this.accessCache.delete(oldest);
       }
-      const freshUntil = this.freshUntil(now);
-      this.accessCache.set(key, {
-        access,
-        freshUntil,
-        usableUntil: freshUntil + ACCESS_CONFIRM_WINDOW_MS,
-        confirming: false,
-      });
+      this.accessCache.set(key, { access, ...this.cacheTimes(now), confirming: false });
     }
     return access;
   }
