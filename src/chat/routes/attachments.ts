@@ -3,6 +3,7 @@ import fastifyMultipart from '@fastify/multipart';
 import type { FastifyPluginAsync } from 'fastify';
 import { DomainError, type DomainErrorKind } from '../../domain-error.ts';
 import { wantsFragment } from '../../web/render.ts';
+import { closeInStagesAfterAnswer } from '../../web/staged-close.ts';
 import { sendStoredImage } from '../../web/stored-image.ts';
 import type { ChatAppOptions } from '../app.ts';
 import { readUploadForm, type UploadLimits } from '../upload-form.ts';
@@ -28,9 +29,12 @@ export const attachmentRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, 
   await app.register(fastifyMultipart);
 
   // An upload refused before its body was read (too large, rate limited, not a participant):
-  // close the connection rather than let Node read and discard the rest of the body.
+  // close the connection rather than let Node read and discard the rest of the body, and close it
+  // in stages so that a client still sending gets to read the answer.
   app.addHook('onSend', async (request, reply) => {
-    if (!request.raw.complete) reply.header('connection', 'close');
+    if (request.raw.complete) return;
+    reply.header('connection', 'close');
+    closeInStagesAfterAnswer(request.raw.socket);
   });
 
   app.post<CodeParams>('/rooms/:code/attachments', async (request, reply) => {
