@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { sql } from '../src/infra/db.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
 import { type Client, openRoom } from './helpers/client.ts';
+import { assertClosedInStages, sendMoreThanIsRead } from './helpers/unread-body.ts';
 
 /** Everything stored that a bad request could have changed, to compare before and after. */
 async function snapshot(app: TestApp) {
@@ -87,6 +88,32 @@ describe('bad input is refused with the right status, and nothing stored changes
       assert.match(String(response.headers['content-type']), /text\/html/, name);
       assert.doesNotMatch(response.body, /at .*\.ts:\d+|node_modules|Error:/, `${name}: no stack trace`);
     }
+    assert.deepEqual(await snapshot(app), before);
+  });
+
+  it('answers an endless body with 413 (405 on the admin panel) and lets a client still sending read it', async () => {
+    const before = await snapshot(app);
+    const cookie = [...host.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
+    const head = `POST /rooms/${code}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n`;
+    // declared too large (refused before reading), and chunked (refused at 64 KiB)
+    for (const [extra, chunked] of [
+      [`Content-Length: ${64 * 1024 * 1024}\r\n\r\n`, false],
+      ['Transfer-Encoding: chunked\r\n\r\n', true],
+    ] as const) {
+      const outcome = await sendMoreThanIsRead(app.chatUrl, head + extra, {
+        bodyBytes: 24 * 1024 * 1024,
+        chunked,
+      });
+      assertClosedInStages(outcome, 413);
+      assert.match(outcome.answer, /text\/html/);
+    }
+    // the read-only admin panel refuses a write before reading its body, the same way
+    const refused = await sendMoreThanIsRead(
+      app.adminUrl,
+      `POST /rooms HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n`,
+      { bodyBytes: 24 * 1024 * 1024, chunked: false },
+    );
+    assertClosedInStages(refused, 405);
     assert.deepEqual(await snapshot(app), before);
   });
 

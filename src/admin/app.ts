@@ -8,6 +8,7 @@ import { errorHandlerPlugin } from '../web/errors.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
 import { securityHeadersPlugin } from '../web/security-headers.ts';
+import { stagedClosePlugin } from '../web/staged-close.ts';
 import { staticAssets } from '../web/static-assets.ts';
 import { returnPathOf, themeOf, themeRoutes } from '../web/theme.ts';
 import { basicAuthPlugin } from './basic-auth.ts';
@@ -27,6 +28,7 @@ export type AdminAppOptions = { resources: Resources; services: Services };
  */
 export const adminApp: FastifyPluginAsync<AdminAppOptions> = async (app, { resources, services }) => {
   await app.register(securityHeadersPlugin);
+  await app.register(stagedClosePlugin);
   await app.register(fastifyCookie);
   await app.register(renderPlugin, {
     views: services.views,

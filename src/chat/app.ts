@@ -15,6 +15,7 @@ import { fmt } from '../web/format.ts';
 import { healthRoutes } from '../web/health.ts';
 import { renderPlugin } from '../web/render.ts';
 import { securityHeadersPlugin } from '../web/security-headers.ts';
+import { stagedClosePlugin } from '../web/staged-close.ts';
 import { staticAssets } from '../web/static-assets.ts';
 import { returnPathOf, themeOf, themeRoutes } from '../web/theme.ts';
 import { devicePlugin } from './plugins/device.ts';
@@ -32,6 +33,7 @@ export type ChatAppOptions = { resources: Resources; services: Services };
 /** The public chat listener, as a plugin (so tests and main build it the same way). */
 export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resources, services }) => {
   await app.register(securityHeadersPlugin);
+  await app.register(stagedClosePlugin);
   await app.register(httpMetricsPlugin, { metrics: services.metrics, listener: 'chat' });
   await app.register(fastifyCookie);
   await app.register(formBodyPlugin, { bodyLimit: 64 * 1024 });

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import fp from 'fastify-plugin';
 
 /** How long a client still sending a refused body has to read our answer before the socket goes. */
 export const STAGED_CLOSE_GRACE_MS = 2_000;
@@ -23,3 +24,22 @@ export function closeInStagesAfterAnswer(socket: Socket, graceMs = STAGED_CLOSE_
     setTimeout(() => socket.destroy(), graceMs).unref();
   };
 }
+
+/**
+ * Every answer sent before its request's body was read in full (a body over the limit, an
+ * upload refused while it streams, a refusal before the body was looked at) closes the
+ * connection, in stages, rather than reading and discarding the rest (which may be anything up to
+ * the client's patience) to keep the connection alive.
+ */
+export const stagedClosePlugin = fp(
+  async (app) => {
+    app.addHook('onSend', (request, reply, payload, done) => {
+      if (!request.raw.complete) {
+        reply.header('connection', 'close');
+        closeInStagesAfterAnswer(request.raw.socket);
+      }
+      done(null, payload);
+    });
+  },
+  { name: 'staged-close' },
+);

@@ -3,7 +3,6 @@ import fastifyMultipart from '@fastify/multipart';
 import type { FastifyPluginAsync } from 'fastify';
 import { DomainError, type DomainErrorKind } from '../../domain-error.ts';
 import { wantsFragment } from '../../web/render.ts';
-import { closeInStagesAfterAnswer } from '../../web/staged-close.ts';
 import { sendStoredImage } from '../../web/stored-image.ts';
 import type { ChatAppOptions } from '../app.ts';
 import { readUploadForm, type UploadLimits } from '../upload-form.ts';
@@ -28,14 +27,8 @@ export const attachmentRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, 
   // Multipart bodies are accepted by these routes only (the plugin is scoped to this one).
   await app.register(fastifyMultipart);
 
-  // An upload refused before its body was read (too large, rate limited, not a participant):
-  // close the connection rather than let Node read and discard the rest of the body, and close it
-  // in stages so that a client still sending gets to read the answer.
-  app.addHook('onSend', async (request, reply) => {
-    if (request.raw.complete) return;
-    reply.header('connection', 'close');
-    closeInStagesAfterAnswer(request.raw.socket);
-  });
+  // An upload refused before its body was read (too large, rate limited, not a participant)
+  // closes its connection in stages (web/staged-close.ts) instead of reading the rest.
 
   app.post<CodeParams>('/rooms/:code/attachments', async (request, reply) => {
     await app.checkLimit('upload', request);
