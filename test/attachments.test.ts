@@ -504,13 +504,12 @@ describe('images on the MinIO path (s3rver)', () => {
     assert.equal(message.statusCode, 415);
   });
 
-  it('refuses a file over MAX_UPLOAD_MB with 413 and closes the connection', async () => {
+  it('refuses a file over MAX_UPLOAD_MB with 413, by a byte', async () => {
     const { code, host } = await openRoom(app.chat);
     const before = await snapshot(app);
     const response = await upload(host, code, randomBytes(2 * 1024 * 1024 + 1));
     assert.equal(response.statusCode, 413);
     assert.match(response.body, /An image can be at most 2 MB/);
-    assert.equal(response.headers.connection, 'close');
     assert.deepEqual(await snapshot(app), before);
     // exactly at the limit the size is fine (and the bytes are judged instead)
     const atLimit = await upload(host, code, randomBytes(2 * 1024 * 1024));

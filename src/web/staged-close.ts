@@ -34,7 +34,8 @@ export function closeInStagesAfterAnswer(socket: Socket, graceMs = STAGED_CLOSE_
 export const stagedClosePlugin = fp(
   async (app) => {
     app.addHook('onSend', (request, reply, payload, done) => {
-      if (!request.raw.complete) {
+      // (Injected requests have no `complete` and no socket: nothing to close.)
+      if (request.raw.complete === false) {
         reply.header('connection', 'close');
         closeInStagesAfterAnswer(request.raw.socket);
       }
