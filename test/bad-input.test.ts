@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { Agent, request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
@@ -115,6 +116,48 @@ describe('bad input is refused with the right status, and nothing stored changes
     );
     assertClosedInStages(refused, 405);
     assert.deepEqual(await snapshot(app), before);
+  });
+
+  it('keeps the connection of an answer given after its body was read, refusals included', async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const cookie = [...host.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
+    const send = (body: string) =>
+      new Promise<{ status: number; reused: boolean; connection: string | undefined }>((resolve, reject) => {
+        const request = httpRequest(new URL(`/rooms/${code}/messages`, app.chatUrl), {
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/x-www-form-urlencoded', cookie, 'hx-request': 'true' },
+        });
+        request.on('response', (response) => {
+          response.resume();
+          response.on('end', () =>
+            resolve({
+              status: response.statusCode ?? 0,
+              reused: request.reusedSocket,
+              connection: response.headers.connection,
+            }),
+          );
+        });
+        request.on('error', reject);
+        request.end(body);
+      });
+    try {
+      const answers = [await send('body=one'), await send('body=%20%20'), await send('body=two')];
+      assert.deepEqual(
+        answers.map((answer) => answer.status),
+        [200, 400, 200],
+      );
+      assert.deepEqual(
+        answers.map((answer) => [answer.reused, answer.connection]),
+        [
+          [false, 'keep-alive'],
+          [true, 'keep-alive'],
+          [true, 'keep-alive'],
+        ],
+      );
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('absurd and tricky codes and paths: 400 or 404, never 500', async () => {
