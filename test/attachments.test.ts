@@ -10,7 +10,7 @@ import { attachmentRow } from '../src/archive/room-record.ts';
 import { Semaphore, SemaphoreFullError } from '../src/attachments/semaphore.ts';
 import { sql } from '../src/infra/db.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
-import { Client, openRoom } from './helpers/client.ts';
+import { Client, cookieHeader, openRoom } from './helpers/client.ts';
 import { openLive } from './helpers/live.ts';
 import { roomIdOf } from './helpers/messages.ts';
 import { assertClosedInStages, sendMoreThanIsRead } from './helpers/unread-body.ts';
@@ -600,7 +600,7 @@ function streamUpload(
       method: 'POST',
       headers: {
         'content-type': `multipart/form-data; boundary=${boundary}`,
-        cookie: [...client.cookies].map(([name, value]) => `${name}=${value}`).join('; '),
+        cookie: cookieHeader(client),
         ...(declareLength ? { 'content-length': String(head.length + fileBytes + tail.length) } : {}),
       },
     });
@@ -696,7 +696,7 @@ describe('images on the disk store', () => {
   it('closes a refused upload in stages: the answer, then FIN, no reset while the client still sends', async () => {
     const { code, host } = await openRoom(app.chat);
     const boundary = 'staged-close-boundary';
-    const cookie = [...host.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
+    const cookie = cookieHeader(host);
     const outcome = await sendMoreThanIsRead(
       app.chatUrl,
       `POST /rooms/${code}/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${cookie}\r\n` +

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { sql } from '../src/infra/db.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
-import { type Client, openRoom } from './helpers/client.ts';
+import { type Client, cookieHeader, openRoom } from './helpers/client.ts';
 import { assertClosedInStages, sendMoreThanIsRead } from './helpers/unread-body.ts';
 
 /** Everything stored that a bad request could have changed, to compare before and after. */
@@ -94,7 +94,7 @@ describe('bad input is refused with the right status, and nothing stored changes
 
   it('answers an endless body with 413 (405 on the admin panel) and lets a client still sending read it', async () => {
     const before = await snapshot(app);
-    const cookie = [...host.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
+    const cookie = cookieHeader(host);
     const head = `POST /rooms/${code}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n`;
     // declared too large (refused before reading), and chunked (refused at 64 KiB)
     for (const [extra, chunked] of [
@@ -120,7 +120,7 @@ describe('bad input is refused with the right status, and nothing stored changes
 
   it('keeps the connection of an answer given after its body was read, refusals included', async () => {
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
-    const cookie = [...host.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
+    const cookie = cookieHeader(host);
     const send = (body: string) =>
       new Promise<{ status: number; reused: boolean; connection: string | undefined }>((resolve, reject) => {
         const request = httpRequest(new URL(`/rooms/${code}/messages`, app.chatUrl), {

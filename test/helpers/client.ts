@@ -1,5 +1,10 @@
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 
+/** A cookie jar as a `Cookie` request header (for requests made outside the clients). */
+export function cookieHeader(jar: { cookies: Map<string, string> }): string {
+  return [...jar.cookies].map(([name, value]) => `${name}=${value}`).join('; ');
+}
+
 /**
  * A browser-like client over `app.inject`: keeps cookies between requests, like curl with a
  * cookie jar. Each instance is one device.
@@ -69,9 +74,7 @@ export class HttpClient {
       redirect: 'manual',
       headers: {
         'user-agent': 'test-http-client/1.0',
-        ...(this.cookies.size > 0
-          ? { cookie: [...this.cookies].map(([name, value]) => `${name}=${value}`).join('; ') }
-          : {}),
+        ...(this.cookies.size > 0 ? { cookie: cookieHeader(this) } : {}),
         ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
         ...headers,
       },

@@ -1,4 +1,5 @@
 import { WebSocket } from 'ws';
+import { cookieHeader } from './client.ts';
 
 /** Anything that carries the device cookie. */
 type CookieJar = { cookies: Map<string, string> };
@@ -33,7 +34,7 @@ export function openLive(
   const url = new URL(`/rooms/${code}/ws`, baseUrl.replace(/^http/, 'ws'));
   if (options.after !== undefined) url.searchParams.set('after', String(options.after));
   if (options.tab !== undefined) url.searchParams.set('tab', options.tab);
-  const cookie = client ? [...client.cookies].map(([name, value]) => `${name}=${value}`).join('; ') : '';
+  const cookie = client ? cookieHeader(client) : '';
   const socket = new WebSocket(url, {
     headers: { ...(cookie ? { cookie } : {}), ...options.headers },
     ...(options.origin ? { origin: options.origin } : {}),
