@@ -68,6 +68,8 @@ type MessageSummary = Pick<
   schedulerLagP99Ms: number;
   eventLoopP99Ms: number | null;
   cpuCores: CpuUse;
+  /** The slowest deliveries by 100 ms window of send time, slowest first (see MessageRunResult). */
+  slowestWindows: { atS: number; maxMs: number; count: number }[];
   pass?: boolean;
 };
 
@@ -327,10 +329,31 @@ async function runMessages(
     ack: percentiles(results.map((result) => result.ack)),
     schedulerLagP99Ms: percentiles(results.map((result) => result.schedulerLag)).p99Ms,
     eventLoopP99Ms: round(eventLoop, 2),
+    slowestWindows: slowestWindows(results.map((result) => result.timeline)),
     cpuCores: Object.fromEntries(
       Object.entries(cpuCores).map(([key, value]) => [key, round(value, 2)]),
     ) as CpuUse,
   };
+}
+
+/** Merges the load generators' timelines and keeps the five slowest windows. */
+function slowestWindows(timelines: MessageRunResult['timeline'][]): MessageSummary['slowestWindows'] {
+  const windows: MessageSummary['slowestWindows'] = [];
+  for (const timeline of timelines) {
+    timeline.maxMs.forEach((maxMs, index) => {
+      const count = timeline.count[index] as number;
+      const window = windows[index];
+      if (!window) windows[index] = { atS: (index * timeline.windowMs) / 1000, maxMs, count };
+      else {
+        window.maxMs = Math.max(window.maxMs, maxMs);
+        window.count += count;
+      }
+    });
+  }
+  return windows
+    .filter((window) => window.count > 0)
+    .sort((a, b) => b.maxMs - a.maxMs)
+    .slice(0, 5);
 }
 
 function brief(summary: MessageSummary): string {
@@ -338,7 +361,8 @@ function brief(summary: MessageSummary): string {
   return (
     `${summary.rate}/s: acked ${summary.ackedPerSecond}/s, p50 ${summary.delivery.p50Ms} ms, ` +
     `p99 ${summary.delivery.p99Ms} ms, p99.9 ${summary.delivery.p999Ms} ms, failed ${failures}, lost ${summary.lost}, ` +
-    `event loop p99 ${summary.eventLoopP99Ms ?? '—'} ms, cpu ${JSON.stringify(summary.cpuCores)}`
+    `event loop p99 ${summary.eventLoopP99Ms ?? '—'} ms, cpu ${JSON.stringify(summary.cpuCores)}, ` +
+    `slowest 100 ms windows ${summary.slowestWindows.map((window) => `${window.atS} s: ${window.maxMs} ms`).join(', ')}`
   );
 }
 

@@ -56,6 +56,20 @@ describe('the benchmark (npm run bench)', {
           'eventLoopP99Ms' in (at(report, 'steps', 'latency', target) as Json),
           `${target} event loop`,
         );
+        const windows = at(report, 'steps', 'latency', target, 'slowestWindows') as {
+          atS: number;
+          maxMs: number;
+          count: number;
+        }[];
+        assert.ok(windows.length > 0, `${target} slowest windows`);
+        assert.ok(
+          windows.every((window) => window.count > 0 && window.maxMs > 0 && window.atS >= 0),
+          `${target} slowest windows: ${JSON.stringify(windows)}`,
+        );
+        assert.ok(
+          windows.every((window, index) => index === 0 || (windows[index - 1]?.maxMs ?? 0) >= window.maxMs),
+          `${target} slowest first`,
+        );
         assert.ok('bestRate' in (at(report, 'steps', 'throughput', target) as Json), `${target} bestRate`);
         assert.ok(Array.isArray(at(report, 'steps', 'throughput', target, 'tried')), `${target} rates tried`);
         assert.equal(

@@ -28,6 +28,7 @@ type Group = { rooms: Held[]; pings: number };
 
 /** Message bodies: `bench:<run>:<intended send time, ms>:<sender slot>:<index>` and some text. */
 const MARK = /bench:(\d+):(\d+\.\d+):([12]):(\d+)/;
+const TIMELINE_WINDOW_MS = 100;
 const PADDING = 'the quick brown fox jumps over the lazy dog, and then it types some more';
 
 const groups = new Map<string, Group>();
@@ -37,6 +38,7 @@ type Run = {
   delivered: Uint8Array;
   deliveredCount: number;
   delivery: hdr.Histogram;
+  timeline: MessageRunResult['timeline'];
   onFrame(frame: string, mySlot: 1 | 2): void;
 };
 let currentRun: Run | undefined;
@@ -158,11 +160,19 @@ async function messages(command: Extract<Command, { cmd: 'messages' }>): Promise
   const delivery = newHistogram();
   const ack = newHistogram();
   const schedulerLag = newHistogram();
+  const windows = Math.ceil(command.durationMs / TIMELINE_WINDOW_MS) + 1;
+  // Set when the clock starts; no frame of this run can come before.
+  let start = performance.now() + 10;
   const run: Run = {
     id,
     delivered: new Uint8Array(total),
     deliveredCount: 0,
     delivery,
+    timeline: {
+      windowMs: TIMELINE_WINDOW_MS,
+      count: new Array(windows).fill(0),
+      maxMs: new Array(windows).fill(0),
+    },
     onFrame(frame, mySlot) {
       const match = MARK.exec(frame);
       if (!match || Number(match[1]) !== id || Number(match[3]) === mySlot) return;
@@ -170,7 +180,12 @@ async function messages(command: Extract<Command, { cmd: 'messages' }>): Promise
       if (index >= total || run.delivered[index]) return;
       run.delivered[index] = 1;
       run.deliveredCount += 1;
-      delivery.recordValue(Math.max(1, Math.round((performance.now() - Number(match[2])) * 1000)));
+      const intended = Number(match[2]);
+      const latencyMs = performance.now() - intended;
+      delivery.recordValue(Math.max(1, Math.round(latencyMs * 1000)));
+      const window = Math.min(windows - 1, Math.max(0, Math.floor((intended - start) / TIMELINE_WINDOW_MS)));
+      run.timeline.count[window] = (run.timeline.count[window] as number) + 1;
+      run.timeline.maxMs[window] = Math.max(run.timeline.maxMs[window] as number, latencyMs);
     },
   };
   currentRun = run;
@@ -212,7 +227,7 @@ async function messages(command: Extract<Command, { cmd: 'messages' }>): Promise
   };
 
   const cpuBefore = process.cpuUsage();
-  const start = performance.now() + 10;
+  start = performance.now() + 10;
   let next = 0;
   await new Promise<void>((resolve) => {
     const tick = () => {
@@ -252,6 +267,10 @@ async function messages(command: Extract<Command, { cmd: 'messages' }>): Promise
     delivery: hdr.encodeIntoCompressedBase64(delivery),
     ack: hdr.encodeIntoCompressedBase64(ack),
     schedulerLag: hdr.encodeIntoCompressedBase64(schedulerLag),
+    timeline: {
+      ...run.timeline,
+      maxMs: run.timeline.maxMs.map((ms) => Math.round(ms * 10) / 10),
+    },
     loadgenCpu: (cpu.user + cpu.system) / 1000 / elapsedMs,
   };
 }

@@ -73,6 +73,11 @@ export type MessageRunResult = {
   ack: string;
   /** How late the open-loop scheduler fired sends, µs (the load generator's own lag). */
   schedulerLag: string;
+  /**
+   * Deliveries by the 100 ms window of their intended send time: how many, and the slowest, ms.
+   * Tells a tail spread over a run from one made in a few windows (a stall).
+   */
+  timeline: { windowMs: number; count: number[]; maxMs: number[] };
   /** CPU the load-generator process used, as a fraction of one core. */
   loadgenCpu: number;
 };
