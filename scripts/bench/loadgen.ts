@@ -161,8 +161,8 @@ async function messages(command: Extract<Command, { cmd: 'messages' }>): Promise
   const ack = newHistogram();
   const schedulerLag = newHistogram();
   const windows = Math.ceil(command.durationMs / TIMELINE_WINDOW_MS) + 1;
-  // Set when the clock starts; no frame of this run can come before.
-  let start = performance.now() + 10;
+  // The run's clock: message i is due at start + i / rate.
+  const start = performance.now() + 10;
   const run: Run = {
     id,
     delivered: new Uint8Array(total),
@@ -227,7 +227,6 @@ async function messages(command: Extract<Command, { cmd: 'messages' }>): Promise
   };
 
   const cpuBefore = process.cpuUsage();
-  start = performance.now() + 10;
   let next = 0;
   await new Promise<void>((resolve) => {
     const tick = () => {
