@@ -1,10 +1,18 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { associatedData, CryptoError, Keyring, keyIdOf, open, seal } from '../src/crypto/keyring.ts';
+import {
+  associatedData,
+  CryptoError,
+  Keyring,
+  keyIdOf,
+  open,
+  seal,
+  secretKey,
+} from '../src/crypto/keyring.ts';
 
 describe('seal / open', () => {
-  const key = randomBytes(32);
+  const key = secretKey(randomBytes(32));
   const aad = associatedData('message', 'room-1', 7);
 
   it('round-trips and uses the versioned layout', () => {
@@ -57,7 +65,7 @@ describe('seal / open', () => {
 
   it('fails with the wrong key and on truncated input', () => {
     const sealed = seal(key, Buffer.from('secret'), aad);
-    assert.throws(() => open(randomBytes(32), sealed, aad), CryptoError);
+    assert.throws(() => open(secretKey(randomBytes(32)), sealed, aad), CryptoError);
     assert.throws(() => open(key, sealed.subarray(0, 20), aad), CryptoError);
     assert.throws(() => open(key, Buffer.alloc(0), aad), CryptoError);
   });
@@ -70,7 +78,11 @@ describe('Keyring', () => {
     const wrapped = keyring.wrapDataKey(dataKey, 'room-a');
     assert.equal(wrapped.keyId, keyring.currentKeyId);
     assert.match(wrapped.keyId, /^[0-9a-f]{16}$/);
-    assert.deepEqual(keyring.unwrapDataKey(wrapped, 'room-a'), dataKey);
+    // (KeyObjects compare by their bytes only through equals().)
+    assert.ok(keyring.unwrapDataKey(wrapped, 'room-a').equals(dataKey));
+    assert.ok(
+      !keyring.unwrapDataKey(keyring.wrapDataKey(Keyring.newDataKey(), 'room-a'), 'room-a').equals(dataKey),
+    );
     assert.throws(() => keyring.unwrapDataKey(wrapped, 'room-b'), CryptoError);
   });
 
@@ -82,7 +94,7 @@ describe('Keyring', () => {
     const wrapped = before.wrapDataKey(dataKey, 'room-a');
 
     const rotated = new Keyring(newKey, [oldKey]);
-    assert.deepEqual(rotated.unwrapDataKey(wrapped, 'room-a'), dataKey);
+    assert.ok(rotated.unwrapDataKey(wrapped, 'room-a').equals(dataKey));
     assert.equal(rotated.wrapDataKey(dataKey, 'room-a').keyId, keyIdOf(newKey));
 
     const withoutOld = new Keyring(newKey);
@@ -97,6 +109,6 @@ describe('Keyring', () => {
 
   it('refuses keys of the wrong size', () => {
     assert.throws(() => new Keyring(randomBytes(16)), CryptoError);
-    assert.throws(() => seal(randomBytes(31), Buffer.from('x'), Buffer.alloc(0)), CryptoError);
+    assert.throws(() => secretKey(randomBytes(31)), CryptoError);
   });
 });

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { AuditLog } from '../audit/audit-log.ts';
@@ -143,7 +143,7 @@ export class ArchiveService {
     }
     const key = row.archive_key;
     const expected = row.archive_sha256;
-    let dataKey: Buffer;
+    let dataKey: KeyObject;
     try {
       dataKey = await roomKeys.dataKey(roomId);
     } catch (error) {

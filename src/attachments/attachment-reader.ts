@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { CryptoError, open } from '../crypto/keyring.ts';
@@ -46,7 +47,7 @@ export async function readAttachment(
     FROM attachments WHERE id = ${attachmentId} AND room_id = ${roomId}`);
   if (!row) throw notFound();
   if (row.deleted_at !== null) throw shredded();
-  let dataKey: Buffer;
+  let dataKey: KeyObject;
   try {
     dataKey = await roomKeys.dataKey(roomId);
   } catch (error) {

@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import type { Clock } from '../infra/clock.ts';
 import { type DatabasePool, type DatabaseTransactionConnection, sql } from '../infra/db.ts';
@@ -17,7 +18,7 @@ export class RoomKeyDestroyedError extends Error {
 
 const roomKeyRow = z.object({ kek_id: z.string(), wrapped_key: z.instanceof(Buffer).nullable() });
 
-/** How many unwrapped room keys one process keeps; a room's key is 32 bytes. */
+/** How many unwrapped room keys one process keeps (~1 KB each). */
 const CACHE_LIMIT = 50_000;
 
 /**
@@ -25,7 +26,7 @@ const CACHE_LIMIT = 50_000;
  * unwrapped in a bounded in-process cache, destroyed when retention ends (crypto-shredding).
  */
 export class RoomKeys {
-  private readonly cache = new Map<string, Buffer>();
+  private readonly cache = new Map<string, KeyObject>();
 
   constructor(
     private readonly db: DatabasePool,
@@ -34,7 +35,7 @@ export class RoomKeys {
   ) {}
 
   /** Creates and stores a new data key for a room, inside the caller's transaction. */
-  async create(tx: DatabaseTransactionConnection, roomId: string): Promise<Buffer> {
+  async create(tx: DatabaseTransactionConnection, roomId: string): Promise<KeyObject> {
     const dataKey = Keyring.newDataKey();
     const wrapped = this.keyring.wrapDataKey(dataKey, roomId);
     await tx.query(sql.unsafe`
@@ -44,7 +45,7 @@ export class RoomKeys {
   }
 
   /** The room's data key; throws `RoomKeyDestroyedError` once it has been shredded. */
-  async dataKey(roomId: string): Promise<Buffer> {
+  async dataKey(roomId: string): Promise<KeyObject> {
     const cached = this.cache.get(roomId);
     if (cached) return cached;
     const row = await this.db.maybeOne(sql.type(roomKeyRow)`
@@ -57,7 +58,7 @@ export class RoomKeys {
   }
 
   /** The cached key, if any: for hot paths that may not wait on the database. */
-  cachedDataKey(roomId: string): Buffer | undefined {
+  cachedDataKey(roomId: string): KeyObject | undefined {
     return this.cache.get(roomId);
   }
 
@@ -116,7 +117,7 @@ export class RoomKeys {
     return { rewrapped, failed };
   }
 
-  private remember(roomId: string, dataKey: Buffer): void {
+  private remember(roomId: string, dataKey: KeyObject): void {
     if (this.cache.size >= CACHE_LIMIT) {
       // Maps iterate in insertion order: drop the oldest entry.
       const oldest = this.cache.keys().next().value;

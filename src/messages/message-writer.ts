@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { seal } from '../crypto/keyring.ts';
@@ -74,11 +75,11 @@ const batchTime = (now: Date): BatchTime => ({ ms: now.getTime(), iso: now.toISO
 function sealMessage(
   message: PendingMessage,
   seq: number,
-  keys: Map<string, Buffer>,
+  keys: Map<string, KeyObject>,
   now: BatchTime,
 ): { written: WrittenMessage; tuple: (string | number | Buffer | null)[] } {
   const bodySealed = seal(
-    keys.get(message.roomId) as Buffer,
+    keys.get(message.roomId) as KeyObject,
     Buffer.from(message.text, 'utf8'),
     aad.message(message.roomId, seq),
   );
@@ -209,7 +210,7 @@ export class MessageWriter {
   }
 
   private async commit(batch: Job[]): Promise<void> {
-    let keys: Map<string, Buffer>;
+    let keys: Map<string, KeyObject>;
     try {
       keys = await this.keysFor(batch);
     } catch (error) {
@@ -269,7 +270,7 @@ export class MessageWriter {
    * Commits, in one autocommit statement, the jobs of the rooms whose last_seq this writer knows
    * (resolving them) and returns the jobs that must take the four-step transaction.
    */
-  private async oneStatement(batch: Job[], keys: Map<string, Buffer>): Promise<Job[]> {
+  private async oneStatement(batch: Job[], keys: Map<string, KeyObject>): Promise<Job[]> {
     const mine = batch.filter((job) => this.knownSeq.has(job.message.roomId));
     if (mine.length === 0) return batch;
     const now = batchTime(this.clock.now());
@@ -336,8 +337,8 @@ export class MessageWriter {
     return batch.filter((job) => !reserved.has(job.message.roomId));
   }
 
-  private async keysFor(batch: Job[]): Promise<Map<string, Buffer>> {
-    const keys = new Map<string, Buffer>();
+  private async keysFor(batch: Job[]): Promise<Map<string, KeyObject>> {
+    const keys = new Map<string, KeyObject>();
     for (const { message } of batch) {
       if (keys.has(message.roomId)) continue;
       keys.set(
@@ -349,7 +350,7 @@ export class MessageWriter {
   }
 
   /** Returns, per job, its written message or the error that job alone gets. */
-  private async transaction(batch: Job[], keys: Map<string, Buffer>): Promise<(WrittenMessage | Error)[]> {
+  private async transaction(batch: Job[], keys: Map<string, KeyObject>): Promise<(WrittenMessage | Error)[]> {
     const now = this.clock.now();
     const time = batchTime(now);
     const perRoom = new Map<string, number>();

@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { open } from '../crypto/keyring.ts';
@@ -58,7 +59,7 @@ export type SealedMessage = { roomId: string; seq: number; bodySealed: Buffer | 
  * key is gone yields UNREADABLE (and a log line without any content); it never throws.
  */
 export function openMessageBody(
-  dataKey: Buffer | undefined,
+  dataKey: KeyObject | undefined,
   message: SealedMessage,
   logger?: Logger,
 ): {
@@ -99,7 +100,7 @@ export async function loadTranscript(
     ORDER BY m.seq ${query.newestFirst ? sql.fragment`DESC` : sql.fragment`ASC`}
     LIMIT ${limit}`);
   if (rows.length === 0) return [];
-  let dataKey: Buffer | undefined;
+  let dataKey: KeyObject | undefined;
   try {
     dataKey = await roomKeys.dataKey(roomId);
   } catch (error) {
