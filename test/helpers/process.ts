@@ -22,9 +22,10 @@ export function startNodeProcess(
   script: string,
   env: Record<string, string>,
   nodeArgs: string[] = [],
+  nodePath = process.execPath,
 ): AppProcess {
   const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
-  const child = spawn(process.execPath, [...nodeArgs, ...loader, script], {
+  const child = spawn(nodePath, [...nodeArgs, ...loader, script], {
     cwd: projectPath(),
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
