@@ -113,11 +113,13 @@ describe('deployment files', () => {
     assert.equal(buildConfig.extends, './tsconfig.json');
   });
 
-  it('runs the app with one heap limit and floor in the image, in npm start and in the benchmark', async () => {
+  it('runs the app with one heap limit, young-generation size and floor in the image, in npm start and in the benchmark', async () => {
     const dockerfile = await readFile(projectPath('Dockerfile'), 'utf8');
     const runtime = dockerfile.slice(dockerfile.lastIndexOf('FROM '));
-    const limit = /^ENV NODE_OPTIONS=(--max-old-space-size=\d+)$/m.exec(runtime)?.[1];
-    assert.ok(limit, 'the image sets a heap limit');
+    const limit = /^ENV NODE_OPTIONS="(--max-old-space-size=\d+ --max-semi-space-size=\d+)"$/m.exec(
+      runtime,
+    )?.[1];
+    assert.ok(limit, 'the image sets a heap limit and a young-generation size');
     const floor = /^CMD \["node", "(--initial-old-space-size=\d+)", "dist\/src\/main\.js"\]$/m.exec(
       runtime,
     )?.[1];

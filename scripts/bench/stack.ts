@@ -93,7 +93,7 @@ export async function startApp(options: {
     NODE_ENV: 'production',
     // As the Dockerfile sets them (see there); npm start passes the same heap limit.
     MALLOC_ARENA_MAX: '2',
-    NODE_OPTIONS: '--max-old-space-size=1024',
+    NODE_OPTIONS: '--max-old-space-size=1024 --max-semi-space-size=16',
     // The benchmark must not be throttled; the defaults stay as they are for everyone else.
     SEND_RATE_PER_MINUTE: String(options.limits.send),
     JOIN_RATE_PER_MINUTE: String(options.limits.join),
