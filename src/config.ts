@@ -45,7 +45,7 @@ export type MinioConfig = {
 export const DEFAULT_ADMIN_CIDRS = '10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,127.0.0.1/32,::1/128';
 
 export const MASTER_KEY_HINT =
-  "generate one with: node -e \"console.log(require('crypto').randomBytes(32).toString('base64'))\"";
+  "generate one with `npm run gen-master-key` (where only node is installed, as in the image: node -e \"console.log(require('crypto').randomBytes(32).toString('base64'))\")";
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

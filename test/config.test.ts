@@ -62,7 +62,10 @@ describe('loadConfig', () => {
   };
 
   it('requires MASTER_KEY with DATABASE_URL and says how to make one', () => {
-    refuses({ DATABASE_URL: 'postgres://x/y' }, /MASTER_KEY is required.*randomBytes\(32\)/);
+    refuses(
+      { DATABASE_URL: 'postgres://x/y' },
+      /MASTER_KEY is required.*npm run gen-master-key.*randomBytes\(32\)/,
+    );
   });
 
   it('refuses a MASTER_KEY that is not base64 or not 32 bytes', () => {
