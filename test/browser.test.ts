@@ -144,9 +144,15 @@ describe('in Chromium', () => {
       'log',
     );
 
-    // The first message carries the day separator; the second (same day) does not.
+    // The first message carries the day separator; the second (same day) does not. Neither came
+    // with one (a send's answer and a push carry none): the page's script puts it where the
+    // reader's day begins.
     assert.equal(await guest.page.locator('#msg-1 .day-divider').isVisible(), true);
     assert.equal(await textOf(guest.page, '#msg-1 .day-divider'), 'Today');
+    assert.match(
+      (await guest.page.locator('#msg-1 .day-divider time').getAttribute('datetime')) ?? '',
+      /^\d{4}-\d\d-\d\d$/,
+    );
     assert.equal(await guest.page.locator('#msg-2 .day-divider').isVisible(), false);
 
     // Mine on the right, theirs on the left.

@@ -240,54 +240,41 @@ describe('the room page', () => {
     await app.close();
   });
 
-  /** Each message of a page: its seq, whose it is, and its day separator (label, shown or not). */
+  /** Each message of a page: its seq, whose it is, and its day separator (day and label) if it has one. */
   const messagesOf = (html: string) =>
     [
       ...html.matchAll(
-        /<li id="msg-(\d+)" data-seq="\d+" class="message message-(mine|theirs)">\s*<p class="day-divider"( hidden)?><time datetime="([\d-]+)">([^<]+)<\/time>/g,
+        /<li id="msg-(\d+)" data-seq="\d+" class="message message-(mine|theirs)">\s*(?:<p class="day-divider"><time datetime="([\d-]+)">([^<]+)<\/time><\/p>)?\s*<div class="bubble">/g,
       ),
-    ].map(
-      ([, seq, whose, hidden, day, label]) =>
-        `${seq} ${whose} ${day} ${hidden ? 'hidden' : 'shown'} ${label}`,
-    );
+    ].map(([, seq, whose, day, label]) => `${seq} ${whose}${day ? ` ${day} ${label}` : ' (no separator)'}`);
 
   it('labels the day separators by the time of each load, for each reader, while days pass', async () => {
     const { code, host, guest } = await openRoom(app.chat);
     assert.equal((await send(host, code, 'late evening')).statusCode, 303);
-    assert.deepEqual(messagesOf((await guest.get(`/rooms/${code}`)).body), [
-      '1 theirs 2026-01-15 shown Today',
-    ]);
+    assert.deepEqual(messagesOf((await guest.get(`/rooms/${code}`)).body), ['1 theirs 2026-01-15 Today']);
     clock.advance(3 * 3_600_000);
     assert.equal((await send(guest, code, 'after midnight')).statusCode, 303);
     assert.equal((await send(host, code, 'still up')).statusCode, 303);
-    const expected = [
-      '1 mine 2026-01-15 shown Yesterday',
-      '2 theirs 2026-01-16 shown Today',
-      '3 mine 2026-01-16 hidden 16 Jan 2026',
-    ];
+    const expected = ['1 mine 2026-01-15 Yesterday', '2 theirs 2026-01-16 Today', '3 mine (no separator)'];
     assert.deepEqual(messagesOf((await host.get(`/rooms/${code}`)).body), expected);
     assert.deepEqual(messagesOf((await host.get(`/rooms/${code}`)).body), expected);
     assert.deepEqual(messagesOf((await guest.get(`/rooms/${code}`)).body), [
-      '1 theirs 2026-01-15 shown Yesterday',
-      '2 mine 2026-01-16 shown Today',
-      '3 theirs 2026-01-16 hidden 16 Jan 2026',
+      '1 theirs 2026-01-15 Yesterday',
+      '2 mine 2026-01-16 Today',
+      '3 theirs (no separator)',
     ]);
     clock.advance(24 * 3_600_000);
     assert.deepEqual(messagesOf((await host.get(`/rooms/${code}`)).body), [
-      '1 mine 2026-01-15 shown 15 Jan 2026',
-      '2 theirs 2026-01-16 shown Yesterday',
-      '3 mine 2026-01-16 hidden 16 Jan 2026',
+      '1 mine 2026-01-15 15 Jan 2026',
+      '2 theirs 2026-01-16 Yesterday',
+      '3 mine (no separator)',
     ]);
     // The no-JS frame and the htmx history read the same partial.
     assert.deepEqual(
       messagesOf(
         (await host.get(`/rooms/${code}/messages?after=0`, { headers: { 'hx-request': 'true' } })).body,
       ),
-      [
-        '1 mine 2026-01-15 shown 15 Jan 2026',
-        '2 theirs 2026-01-16 shown 16 Jan 2026',
-        '3 mine 2026-01-16 hidden 16 Jan 2026',
-      ],
+      ['1 mine 2026-01-15 15 Jan 2026', '2 theirs 2026-01-16 16 Jan 2026', '3 mine (no separator)'],
     );
   });
 

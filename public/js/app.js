@@ -84,24 +84,38 @@
     return (date.getFullYear() === today.getFullYear() ? dayFormat : dayYearFormat).format(date);
   }
 
+  const isoDay = (date) =>
+    `${date.getFullYear()}-${String(date.getMonth() + 1).padStart(2, '0')}-${String(date.getDate()).padStart(2, '0')}`;
+
   /**
    * Day separators live inside the first message of each day (so the list stays ordered by
-   * data-seq alone); which message is first depends on the reader's time zone, so it is decided
-   * here for every message, whatever order they arrived in.
+   * data-seq alone). The server puts one where the day changes in its own time zone, and none in
+   * a message it pushes or answers a send with; which message is first depends on the reader's
+   * time zone, so it is decided here for every message, whatever order they arrived in.
    */
   function labelDays() {
     let previous = null;
     for (const item of messages()?.querySelectorAll('li[data-seq]') ?? []) {
       const stamp = item.querySelector('.message-meta time')?.getAttribute('datetime');
-      const divider = item.querySelector('.day-divider');
-      if (!stamp || !divider) continue;
+      if (!stamp) continue;
       const date = new Date(stamp);
       const key = localDayKey(date);
-      divider.hidden = key === previous;
-      if (key !== previous) {
-        const label = divider.querySelector('time') ?? divider;
+      let divider = item.querySelector('.day-divider');
+      if (key === previous) {
+        if (divider) divider.hidden = true;
+      } else {
+        if (!divider) {
+          divider = document.createElement('p');
+          divider.className = 'day-divider';
+          divider.append(document.createElement('time'));
+          item.prepend(divider);
+        }
+        divider.hidden = false;
+        const time = divider.querySelector('time');
         const text = dayLabel(date);
-        if (label.textContent !== text) label.textContent = text;
+        if (time && time.textContent !== text) time.textContent = text;
+        if (time && time.getAttribute('datetime') !== isoDay(date))
+          time.setAttribute('datetime', isoDay(date));
       }
       previous = key;
     }
