@@ -113,9 +113,9 @@
         divider.hidden = false;
         const time = divider.querySelector('time');
         const text = dayLabel(date);
+        const day = isoDay(date);
         if (time && time.textContent !== text) time.textContent = text;
-        if (time && time.getAttribute('datetime') !== isoDay(date))
-          time.setAttribute('datetime', isoDay(date));
+        if (time && time.getAttribute('datetime') !== day) time.setAttribute('datetime', day);
       }
       previous = key;
     }
