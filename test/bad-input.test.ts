@@ -171,6 +171,8 @@ describe('bad input is refused with the right status, and nothing stored changes
       `/rooms/${code}%00`,
       `/rooms/${code}/messages?after=-1`,
       `/rooms/${code}/messages?after=1e999`,
+      `/rooms/${code}/messages?after=99999999999999999999`,
+      `/rooms/${code}/messages?after=1&after=2`,
       `/rooms/${code}/messages?after[]=1`,
       '/static/../src/config.ts',
       '/static/%2e%2e/%2e%2e/package.json',

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
+import { DomainError } from '../../domain-error.ts';
 import { parseTabId } from '../../messages/realtime-hub.ts';
 import { wantsFragment } from '../../web/render.ts';
 import type { ChatAppOptions } from '../app.ts';
@@ -48,8 +49,11 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
     '/rooms/:code/messages',
     async (request, reply) => {
       const access = await rooms.cachedAccess(request.params.code, request.device, request.actor);
-      const after = Number.parseInt(request.query.after ?? '0', 10);
-      const afterSeq = Number.isFinite(after) && after > 0 ? after : 0;
+      const after = request.query.after ?? '0';
+      // A seq is a bigint in the database; a longer number would fail there as a 500.
+      if (!/^\d{1,15}$/.test(after))
+        throw new DomainError('invalid', 'The "after" parameter must be a message number.');
+      const afterSeq = Number(after);
       const fragment = wantsFragment(request);
       const list = await messages.history(access.room.id, {
         afterSeq,
