@@ -51,6 +51,14 @@ describe('PostgreSQL stopped mid-conversation', () => {
       );
       assert.equal(htmxRefused.statusCode, 503);
       assert.equal(htmxRefused.headers['hx-retarget'], '#notice');
+      // The no-JS page's conversation frame says so inside the frame, and tries again by itself.
+      const frame = await guest.get(`/rooms/${code}/messages?at=7`);
+      assert.equal(frame.statusCode, 503);
+      assert.match(String(frame.headers['content-security-policy']), /frame-ancestors 'self'/);
+      assert.match(
+        frame.body,
+        new RegExp(`<meta http-equiv="refresh" content="5;url=/rooms/${code}/messages\\?at=7">`),
+      );
       await new Promise((resolve) => setTimeout(resolve, 1_100));
       const health = await app.chat.inject({ url: '/health' });
       assert.equal(health.statusCode, 503);

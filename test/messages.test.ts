@@ -77,6 +77,11 @@ describe('sending', () => {
     const tooLong = await send(host, code, 'x'.repeat(51));
     assert.equal(tooLong.statusCode, 413);
     assert.match(tooLong.body, /at most 50 characters/);
+    // Without JavaScript the error is a page of its own: it leads back to the chat.
+    assert.match(
+      tooLong.body,
+      new RegExp(`<a class="button-primary" href="/rooms/${code}">Back to the chat</a>`),
+    );
     const htmxTooLong = await send(host, code, 'é'.repeat(51), {}, true);
     assert.equal(htmxTooLong.statusCode, 413);
     assert.equal(htmxTooLong.headers['hx-retarget'], '#notice');
@@ -405,7 +410,26 @@ describe('history', () => {
     );
     assert.deepEqual(seqsIn([page.body]), [1, 2, 3]);
     assert.match(String(page.headers['content-security-policy']), /frame-ancestors 'self'/);
-    assert.equal((await new Client(app.chat).get(`/rooms/${code}/messages`)).statusCode, 404);
+    const stranger = await new Client(app.chat).get(`/rooms/${code}/messages`);
+    assert.equal(stranger.statusCode, 404);
+    assert.doesNotMatch(stranger.body, /Back to the chat/);
+  });
+
+  it('shows the frame’s errors inside the frame: an ended chat says so, and stays framable', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    await send(host, code, 'one');
+    assert.equal((await host.post(`/rooms/${code}/end`, { confirm: 'yes' })).statusCode, 303);
+    const ended = await guest.get(`/rooms/${code}/messages?at=1`);
+    assert.equal(ended.statusCode, 410);
+    // The room page frames it: a frame-ancestors 'none' error would leave the frame blank.
+    assert.match(String(ended.headers['content-security-policy']), /frame-ancestors 'self'/);
+    assert.equal(ended.headers['x-frame-options'], 'SAMEORIGIN');
+    assert.match(ended.body, /This chat has ended/);
+    assert.doesNotMatch(
+      ended.body,
+      /class="site-header|http-equiv="refresh"/,
+      'no header, no retry: it will not pass',
+    );
   });
 
   it('renders HTML and htmx attributes in messages and names inert, everywhere', async () => {

@@ -200,6 +200,7 @@ describe('rooms', () => {
       const unknown = 'ZZZZ';
       const probes: [string, string, Record<string, string>?][] = [
         ['GET', '/rooms/{code}'],
+        ['GET', '/rooms/{code}/messages'],
         ['GET', '/rooms/{code}/end'],
         ['POST', '/rooms/{code}/end', { confirm: 'yes' }],
         ['POST', '/rooms/{code}/activate', { name: 'x' }],

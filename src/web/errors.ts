@@ -112,12 +112,32 @@ export function toPublicError(error: unknown): PublicError {
   };
 }
 
-/** Sends an error page, or for htmx a fragment swapped into the page's notice area. */
+/** Seconds before a framed error page (the no-JS conversation frame) tries again. */
+const FRAMED_RETRY_SECONDS = 5;
+
+/**
+ * The room a failed chat request was about, for a "Back to the chat" link: the person who got a
+ * 400, 409, 413, 415 or 429 there is usually in it, and without JavaScript the error is a page of
+ * its own. Never on a 404: the 404 of a locked room must be byte for byte that of an unknown code.
+ */
+function roomOf(request: FastifyRequest, statusCode: number): string | undefined {
+  const code = (request.params as { code?: unknown } | undefined)?.code;
+  if (statusCode === 404 || typeof code !== 'string' || !/^[A-Za-z0-9]{4}$/.test(code)) return undefined;
+  return `/rooms/${code.toUpperCase()}`;
+}
+
+/**
+ * Sends an error page, or for htmx a fragment swapped into the page's notice area. A route that
+ * answers inside the room page's frame marks its reply `framed`: its error then fits the frame,
+ * and one that may pass (the database away, a limit) retries on its own, as the frame would.
+ */
 export function sendError(request: FastifyRequest, reply: FastifyReply, error: PublicError): FastifyReply {
   reply.code(error.statusCode).headers(error.headers);
   if (wantsFragment(request)) {
     reply.header('hx-retarget', '#notice').header('hx-reswap', 'innerHTML');
   }
+  const framed = reply.locals?.framed === true;
+  const retry = framed && (error.statusCode >= 500 || error.statusCode === 429);
   return reply.render(
     { page: 'error', fragment: 'partials/notice' },
     {
@@ -127,6 +147,10 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: P
       tone: 'error',
       // Not the failed URL: the 404 of a locked room must be byte for byte that of an unknown code.
       returnTo: '/',
+      roomUrl: roomOf(request, error.statusCode),
+      framed,
+      refreshSeconds: retry ? FRAMED_RETRY_SECONDS : undefined,
+      refreshUrl: retry ? request.url : undefined,
     },
   );
 }

@@ -48,13 +48,19 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
   app.get<CodeParams & { Querystring: { after?: string } }>(
     '/rooms/:code/messages',
     async (request, reply) => {
+      const fragment = wantsFragment(request);
+      if (!fragment) {
+        // This page is framed by the room page itself, and only by it; so are its errors (the
+        // chat ended, the database is away), which then show inside the frame (see sendError).
+        reply.header('content-security-policy', FRAME_CSP).header('x-frame-options', 'SAMEORIGIN');
+        reply.locals = Object.assign({}, reply.locals, { framed: true });
+      }
       const access = await rooms.cachedAccess(request.params.code, request.device, request.actor);
       const after = request.query.after ?? '0';
       // A seq is a bigint in the database; a longer number would fail there as a 500.
       if (!/^\d{1,15}$/.test(after))
         throw new DomainError('invalid', 'The "after" parameter must be a message number.');
       const afterSeq = Number(after);
-      const fragment = wantsFragment(request);
       const list = await messages.history(access.room.id, {
         afterSeq,
         limit: PAGE_HISTORY_LIMIT,
@@ -62,8 +68,6 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
       });
       const data = { messages: list, mySlot: access.me.slot, code: access.room.code };
       if (fragment) return reply.render({ page: 'partials/messages', fragment: 'partials/messages' }, data);
-      // This page is framed by the room page itself, and only by it.
-      reply.header('content-security-policy', FRAME_CSP).header('x-frame-options', 'SAMEORIGIN');
       const now = clock.now().getTime();
       return reply.render(
         { page: 'chat/conversation-frame' },
