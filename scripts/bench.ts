@@ -112,7 +112,7 @@ async function main(): Promise<void> {
         databaseUrl: database.url,
         redisUrl: redis.url,
         dataDir: path.join(dir, 'app'),
-        limits: { send: 100_000_000, join: 10_000_000, upload: 10_000_000 },
+        limits: { send: 100_000_000, join: 10_000_000, create: 10_000_000, upload: 10_000_000 },
         ...(options.cpuProf ? { cpuProfileDir: path.resolve(options.cpuProf) } : {}),
         nodeArgs: options.appNodeArgs,
         ...(options.appNode ? { node: options.appNode } : {}),

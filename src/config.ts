@@ -23,6 +23,7 @@ export type Config = {
   roomTtlHours: number;
   pendingTtlMinutes: number;
   sweepIntervalSeconds: number;
+  createRatePerMinute: number;
   joinRatePerMinute: number;
   sendRatePerMinute: number;
   uploadRatePerMinute: number;
@@ -209,6 +210,7 @@ const envSchema = z.object({
   ROOM_TTL_HOURS: positiveNumber(24),
   PENDING_TTL_MINUTES: positiveNumber(60),
   SWEEP_INTERVAL_SECONDS: positiveNumber(30),
+  CREATE_RATE_PER_MINUTE: positiveInt(10),
   JOIN_RATE_PER_MINUTE: positiveInt(10),
   SEND_RATE_PER_MINUTE: positiveInt(120),
   UPLOAD_RATE_PER_MINUTE: positiveInt(10),
@@ -309,6 +311,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     roomTtlHours: e.ROOM_TTL_HOURS,
     pendingTtlMinutes: e.PENDING_TTL_MINUTES,
     sweepIntervalSeconds: e.SWEEP_INTERVAL_SECONDS,
+    createRatePerMinute: e.CREATE_RATE_PER_MINUTE,
     joinRatePerMinute: e.JOIN_RATE_PER_MINUTE,
     sendRatePerMinute: e.SEND_RATE_PER_MINUTE,
     uploadRatePerMinute: e.UPLOAD_RATE_PER_MINUTE,

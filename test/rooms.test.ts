@@ -475,6 +475,36 @@ describe('rooms', () => {
   });
 });
 
+describe('room creation limits', () => {
+  it('answer 429 with Retry-After past CREATE_RATE_PER_MINUTE per IP, and create nothing more', async () => {
+    const app = await buildTestApp({ env: { CREATE_RATE_PER_MINUTE: '3' } });
+    try {
+      const rooms = async () =>
+        app.resources.db.oneFirst(sql.type(z.object({ count: z.number() }))`
+          SELECT count(*)::int AS count FROM rooms`);
+      const host = new Client(app.chat, { remoteAddress: '203.0.113.5' });
+      for (let attempt = 0; attempt < 3; attempt++) assert.equal((await host.post('/rooms')).statusCode, 303);
+      const limited = await host.post('/rooms');
+      assert.equal(limited.statusCode, 429);
+      assert.ok(Number(limited.headers['retry-after']) > 0);
+      assert.match(limited.body, /Too many attempts/);
+      // A new device from the same address shares the address's budget.
+      assert.equal(
+        (await new Client(app.chat, { remoteAddress: '203.0.113.5' }).post('/rooms')).statusCode,
+        429,
+      );
+      assert.equal(await rooms(), 3);
+      assert.equal(
+        (await new Client(app.chat, { remoteAddress: '203.0.113.6' }).post('/rooms')).statusCode,
+        303,
+      );
+      assert.equal(await rooms(), 4);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
 describe('join rate limits', () => {
   it('answer 429 with Retry-After past JOIN_RATE_PER_MINUTE, per IP and per IPv6 /64', async () => {
     const app = await buildTestApp({ env: { JOIN_RATE_PER_MINUTE: '3' } });

@@ -31,6 +31,7 @@ describe('two app processes sharing PostgreSQL and Redis', () => {
       CHAT_PORT: '0',
       ADMIN_PORT: '0',
       BIND_HOST: '127.0.0.1',
+      CREATE_RATE_PER_MINUTE: '1000',
       JOIN_RATE_PER_MINUTE: '1000',
     };
     first = startAppProcess(env);

@@ -76,6 +76,7 @@ describe('soak with reconnects and restarts', () => {
       CHAT_PORT: String(chatPort),
       ADMIN_PORT: '0',
       BIND_HOST: '127.0.0.1',
+      CREATE_RATE_PER_MINUTE: '10000',
       JOIN_RATE_PER_MINUTE: '10000',
       SEND_RATE_PER_MINUTE: '100000',
     });

@@ -64,7 +64,7 @@ async function waitForHttp(url: string, child: AppProcess, timeoutMs: number): P
   throw new Error(`${url} did not answer within ${timeoutMs} ms:\n${child.lines.join('\n')}`);
 }
 
-export type AppLimits = { send: number; join: number; upload: number };
+export type AppLimits = { send: number; join: number; create: number; upload: number };
 
 /** The app the production way: its own process, PostgreSQL and Redis by URL, a random MASTER_KEY. */
 export async function startApp(options: {
@@ -97,6 +97,7 @@ export async function startApp(options: {
     // The benchmark must not be throttled; the defaults stay as they are for everyone else.
     SEND_RATE_PER_MINUTE: String(options.limits.send),
     JOIN_RATE_PER_MINUTE: String(options.limits.join),
+    CREATE_RATE_PER_MINUTE: String(options.limits.create),
     UPLOAD_RATE_PER_MINUTE: String(options.limits.upload),
   };
   const nodeArgs = [

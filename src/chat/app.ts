@@ -54,6 +54,7 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
     redis: resources.redis,
     audit: services.audit,
     perMinute: {
+      create: resources.config.createRatePerMinute,
       join: resources.config.joinRatePerMinute,
       send: resources.config.sendRatePerMinute,
       upload: resources.config.uploadRatePerMinute,

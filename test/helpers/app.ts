@@ -69,6 +69,7 @@ export async function buildTestApp(options: TestAppOptions = {}): Promise<TestAp
     BIND_HOST: '127.0.0.1',
     LOG_LEVEL: logLevel,
     // Tests open many rooms from few addresses; the rate-limit tests set their own low limits.
+    CREATE_RATE_PER_MINUTE: '10000',
     JOIN_RATE_PER_MINUTE: '10000',
     SEND_RATE_PER_MINUTE: '100000',
     UPLOAD_RATE_PER_MINUTE: '10000',

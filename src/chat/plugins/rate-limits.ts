@@ -12,7 +12,7 @@ import {
   redisWindowCounter,
 } from '../../infra/rate-limiter.ts';
 
-export type LimitName = 'join' | 'send' | 'upload';
+export type LimitName = 'create' | 'join' | 'send' | 'upload';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -36,11 +36,12 @@ export type RateLimitOptions = {
 };
 
 /**
- * Rate limits, in Redis when configured (shared by every process) or in memory. Code look-ups and
- * joins count per IP (per /64 for IPv6), each one in the store; sends and uploads count per device,
+ * Rate limits, in Redis when configured (shared by every process) or in memory. Room creation,
+ * code look-ups and joins count per IP (per /64 for IPv6), each one in the store (a room holds
+ * one of the 923,521 codes until it lapses, so one client must not be able to take them all); sends and uploads count per device,
  * in leases (see LeasedRateLimiter) from Redis or from this process's own counter, so a send
- * usually makes no store call at all. When the store cannot answer, joins are refused and sends
- * and uploads are counted by this process alone.
+ * usually makes no store call at all. When the store cannot answer, joins are refused and
+ * everything else is counted by this process alone.
  */
 export const rateLimitsPlugin = fp<RateLimitOptions>(
   async (app, { redis, audit, perMinute }) => {
@@ -53,7 +54,12 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
       `${name}:${normalizeIP(request.ip, 64)}`;
     const byDevice = (name: LimitName) => (request: FastifyRequest) =>
       `${name}:${request.device?.hashHex ?? normalizeIP(request.ip, 64)}`;
-    const keyOf = { join: byAddress('join'), send: byDevice('send'), upload: byDevice('upload') };
+    const keyOf = {
+      create: byAddress('create'),
+      join: byAddress('join'),
+      send: byDevice('send'),
+      upload: byDevice('upload'),
+    };
     const limiter = (name: LimitName, store: typeof shared, leased: boolean) =>
       new LeasedRateLimiter(store, {
         max: perMinute[name],
@@ -61,11 +67,16 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
         lease: leased ? leaseSize(perMinute[name]) : 1,
       });
     const limiters = {
+      create: limiter('create', shared, false),
       join: limiter('join', shared, false),
       send: limiter('send', shared, true),
       upload: limiter('upload', shared, true),
     } satisfies Record<LimitName, LeasedRateLimiter>;
-    const fallbacks = { send: limiter('send', local, true), upload: limiter('upload', local, true) };
+    const fallbacks = {
+      create: limiter('create', local, false),
+      send: limiter('send', local, true),
+      upload: limiter('upload', local, true),
+    };
 
     const check = async (
       name: LimitName,
@@ -89,8 +100,8 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
             { retryAfterSeconds: 5 },
           );
         }
-        // Sends and uploads stay limited, by this process alone, so a Redis outage does not stop
-        // the conversation (each process keeps serving its own sockets).
+        // Sends, uploads and new rooms stay limited, by this process alone, so a Redis outage
+        // does not stop the conversation (each process keeps serving its own sockets).
         verdict = await fallbacks[name].hit(key);
       }
       if (verdict.allowed) return;

@@ -32,6 +32,7 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
   app.get('/host', async (_request, reply) => reply.render({ page: 'chat/host' }, { title: 'Host a chat' }));
 
   app.post('/rooms', async (request, reply) => {
+    await app.checkLimit('create', request);
     const device = reply.bindDevice();
     const { room } = await rooms.create(device, request.actor);
     return reply.redirect(`/rooms/${room.code}`, 303);
