@@ -124,6 +124,13 @@ describe('sending', () => {
     const { code, guest } = await openRoom(app.chat);
     const stranger = new Client(app.chat);
     assert.equal((await send(stranger, code, 'hi')).statusCode, 404);
+    const pendingHost = new Client(app.chat);
+    const pendingCode = /\/rooms\/([A-Z0-9]{4})/.exec(
+      String((await pendingHost.post('/rooms')).headers.location),
+    )?.[1];
+    const early = await send(pendingHost, pendingCode as string, 'too early');
+    assert.equal(early.statusCode, 409, 'a room not yet activated has not begun: not 410');
+    assert.match(early.body, /once the chat has started/);
     await guest.post(`/rooms/${code}/end`, { confirm: 'yes' });
     assert.equal((await send(guest, code, 'too late')).statusCode, 410);
   });

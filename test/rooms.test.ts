@@ -377,8 +377,11 @@ describe('rooms', () => {
       assert.equal((await host.get(`/rooms/${code}`)).statusCode, 200);
       clock.advance(60_000);
       try {
-        assert.equal((await host.get(`/rooms/${code}`)).statusCode, 410);
+        const lapsed = await host.get(`/rooms/${code}`);
+        assert.equal(lapsed.statusCode, 410);
+        assert.match(lapsed.body, /never started, and its code has lapsed/, 'not "this chat has ended"');
         await app.services.sweeper.runOnce();
+        assert.match((await host.get(`/rooms/${code}`)).body, /never started/);
         const reason = await app.resources.db.oneFirst(sql.type(z.object({ end_reason: z.string() }))`
           SELECT end_reason FROM rooms WHERE code = ${code} ORDER BY created_at DESC LIMIT 1`);
         assert.equal(reason, 'lapsed');

@@ -69,6 +69,10 @@ export class MessageService {
     /** The sending page's id (see `SocketContext.tab`): its own socket is not sent this message. */
     senderTab: string | null = null,
   ): Promise<SentMessage> {
+    if (access.room.status === 'pending') {
+      // Not "ended" (the writer's answer for a room that is not active): it has not begun.
+      throw new DomainError('conflict', 'Messages can be sent once the chat has started.');
+    }
     const text = this.validate(input.body);
     const clientMsgId = parseClientMsgId(input.clientMsgId);
     const key = clientMsgId ? `${access.me.id}:${clientMsgId.toLowerCase()}` : undefined;

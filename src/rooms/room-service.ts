@@ -102,10 +102,15 @@ export const NO_OPEN_ROOM =
 
 export const notFound = () =>
   new DomainError('not_found', NO_OPEN_ROOM, { title: 'No open room with that code' });
-export const ended = () =>
-  new DomainError('gone', 'This chat has ended. Its messages are no longer available here.', {
-    title: 'This chat has ended',
-  });
+/** A room that is over: it ended, or (never activated) it lapsed before the chat began. */
+export const ended = (room?: Room) =>
+  room && room.activatedAt === null
+    ? new DomainError('gone', 'This room was never started, and its code has lapsed. Ask for a new one.', {
+        title: 'This room has lapsed',
+      })
+    : new DomainError('gone', 'This chat has ended. Its messages are no longer available here.', {
+        title: 'This chat has ended',
+      });
 
 const CODE_ATTEMPTS = 20;
 /** Last-seen is written at most this often per participant. */
@@ -355,7 +360,7 @@ export class RoomService {
     const room = toRoom(own[0] as (typeof rows)[number]);
     const me = own.find((row) => row.mine)?.participant;
     if (!me) throw notFound();
-    if (this.isOver(room)) throw ended();
+    if (this.isOver(room)) throw ended(room);
     const partner = own.find((row) => row.participant && !row.mine)?.participant ?? null;
     if (actor) this.touch(me.id, actor);
     return { room, me: toParticipant(me), partner: partner ? toParticipant(partner) : null };
@@ -374,7 +379,7 @@ export class RoomService {
     if (!hit || hit.usableUntil <= now) return undefined;
     if (this.isOver(hit.access.room, now)) {
       this.accessCache.delete(key);
-      throw ended();
+      throw ended(hit.access.room);
     }
     if (hit.freshUntil <= now) this.confirmLive(key, hit);
     if (actor) this.touch(hit.access.me.id, actor);
