@@ -69,7 +69,15 @@ describe('sending', () => {
 
   it('refuses empty and whitespace-only messages (400) and too long ones (413), storing nothing', async () => {
     const { code, host } = await openRoom(app.chat);
-    for (const body of ['', '   ', '\n\n\t \n', '\u0000\u0007']) {
+    for (const body of [
+      '',
+      '   ',
+      '\n\n\t \n',
+      '\u0000\u0007',
+      '\u200B',
+      '\u202E \u200D\u3164',
+      '\u00A0\u2800',
+    ]) {
       const response = await send(host, code, body);
       assert.equal(response.statusCode, 400, JSON.stringify(body));
       assert.match(response.body, /Type a message first/);
@@ -86,6 +94,14 @@ describe('sending', () => {
     assert.equal(htmxTooLong.statusCode, 413);
     assert.equal(htmxTooLong.headers['hx-retarget'], '#notice');
     assert.equal((await send(host, code, '😀'.repeat(50))).statusCode, 303, '50 emoji are 50 characters');
+    const twice = await host.request({
+      method: 'POST',
+      url: `/rooms/${code}/messages`,
+      payload: 'body=a&body=b',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    assert.equal(twice.statusCode, 400);
+    assert.match(twice.body, /more than one message/);
     assert.equal((await messageRows(app, code)).length, 1);
   });
 

@@ -23,6 +23,13 @@ export function cleanMessageText(input: string): string {
     .replace(/\s+$/, '');
 }
 
+/**
+ * Something a reader can see: not white space, not a format character (zero-width space and
+ * joiner, bidi controls, soft hyphen) and not one of the "fillers" that render as nothing. A
+ * message of only those would be an empty-looking bubble.
+ */
+const VISIBLE_CHARACTER = /[^\p{White_Space}\p{Cf}\u115F\u1160\u2800\u3164\uFFA0]/u;
+
 export type SentMessage = TranscriptEntry & { duplicate: boolean };
 
 /** Opened messages kept for room pages, across all rooms (oldest-used rooms go first). */
@@ -220,10 +227,12 @@ export class MessageService {
   }
 
   private validate(body: unknown): string {
+    if (Array.isArray(body))
+      throw new DomainError('invalid', 'The form held more than one message; send one at a time.');
     if (typeof body !== 'string')
       throw new DomainError('invalid', 'Type a message first.', { title: 'Empty message' });
     const text = cleanMessageText(body);
-    if (text.trim() === '')
+    if (!VISIBLE_CHARACTER.test(text))
       throw new DomainError('invalid', 'Type a message first.', { title: 'Empty message' });
     assertMaxChars(text, this.settings.maxMessageChars, 'message');
     return text;
