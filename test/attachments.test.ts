@@ -385,6 +385,12 @@ describe('images on the MinIO path (s3rver)', () => {
           message: /at most 40 characters/,
         },
         {
+          name: 'caption not UTF-8 (stored as U+FFFD before)',
+          options: { parts: [file(png), { name: 'caption', value: Buffer.from([0x63, 0xff, 0xfe, 0x21]) }] },
+          status: 400,
+          message: /not valid UTF-8/,
+        },
+        {
           name: 'bad message id',
           file: png,
           options: { clientMsgId: 'nope' },

@@ -57,6 +57,13 @@ export async function readUploadForm(request: FastifyRequest, limits: UploadLimi
         if (part.fieldname !== 'file') throw invalid('The image must be sent in the field named “file”.');
         file = await readLimited(part.file, limits);
       } else if ((FIELDS as readonly string[]).includes(part.fieldname) && typeof part.value === 'string') {
+        // busboy decodes fields leniently, turning bytes that are not UTF-8 into U+FFFD; refused
+        // as the form parser refuses them (a person does not type U+FFFD).
+        if (part.value.includes('\uFFFD')) {
+          throw new DomainError('invalid', 'The form could not be read: it is not valid UTF-8 text.', {
+            title: 'Unreadable form',
+          });
+        }
         fields[part.fieldname] = part.value;
       }
     }

@@ -8,7 +8,7 @@ import type { TestApp } from './app.ts';
 import type { Client } from './client.ts';
 
 export type Part =
-  | { name: string; value: string }
+  | { name: string; value: string | Buffer }
   | { name: string; filename: string; contentType?: string; data: Buffer };
 
 /** A multipart/form-data body, as a browser builds it from a form. */
@@ -23,7 +23,9 @@ export function multipart(parts: Part[]): { payload: Buffer; contentType: string
           }`
         : `Content-Disposition: form-data; name="${part.name}"`;
     chunks.push(Buffer.from(`--${boundary}\r\n${head}\r\n\r\n`));
-    chunks.push('data' in part ? part.data : Buffer.from(part.value, 'utf8'));
+    chunks.push(
+      'data' in part ? part.data : Buffer.isBuffer(part.value) ? part.value : Buffer.from(part.value),
+    );
     chunks.push(Buffer.from('\r\n'));
   }
   chunks.push(Buffer.from(`--${boundary}--\r\n`));
