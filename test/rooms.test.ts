@@ -290,6 +290,25 @@ describe('rooms', () => {
       assert.match(fragment.body, /There is no open room with that code/);
     });
 
+    it('sends a GET of a form-only URL back to its form, and takes a trailing slash', async () => {
+      const { code, host } = await openRoom(app.chat);
+      const lower = code.toLowerCase();
+      const redirects: [string, string][] = [
+        ['/rooms', '/host'],
+        [`/rooms/${lower}/activate`, `/rooms/${code}`],
+        [`/rooms/${lower}/join`, `/join?code=${code}`],
+        [`/rooms/${code}/attachments`, `/rooms/${code}`],
+      ];
+      for (const [url, location] of redirects) {
+        const response = await host.get(url);
+        assert.equal(response.statusCode, 303, url);
+        assert.equal(response.headers.location, location, url);
+      }
+      assert.equal((await host.get('/rooms/%0D%0A/activate')).statusCode, 400);
+      assert.equal((await host.get(`/rooms/${code}/`)).statusCode, 200);
+      assert.equal((await new Client(app.chat).get(`/rooms/${code}/`)).statusCode, 404);
+    });
+
     it('refuses cross-site form posts, allows same-origin and curl-like ones', async () => {
       const client = new Client(app.chat);
       const crossOrigin = await client.post(

@@ -22,6 +22,7 @@ import { devicePlugin } from './plugins/device.ts';
 import { rateLimitsPlugin } from './plugins/rate-limits.ts';
 import { sameOriginPlugin } from './plugins/same-origin.ts';
 import { attachmentRoutes } from './routes/attachments.ts';
+import { formUrlRoutes } from './routes/form-urls.ts';
 import { homeRoutes } from './routes/home.ts';
 import { joinRoutes } from './routes/join.ts';
 import { liveRoutes } from './routes/live.ts';
@@ -78,6 +79,7 @@ export const chatApp: FastifyPluginAsync<ChatAppOptions> = async (app, { resourc
   await app.register(messageRoutes, { resources, services });
   await app.register(attachmentRoutes, { resources, services });
   await app.register(liveRoutes, { resources, services });
+  await app.register(formUrlRoutes);
 };
 
 /** Fastify server options shared by both listeners. */
@@ -92,7 +94,8 @@ export function serverOptions(resources: Resources, listener: 'chat' | 'admin') 
     requestTimeout: 120_000,
     connectionTimeout: 60_000,
     keepAliveTimeout: 10_000,
-    routerOptions: { maxParamLength: 200 },
+    // `/rooms/ABCD/` is `/rooms/ABCD`, as people type it.
+    routerOptions: { maxParamLength: 200, ignoreTrailingSlash: true },
     return503OnClosing: true,
     forceCloseConnections: 'idle' as const,
   };
