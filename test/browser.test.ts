@@ -86,6 +86,7 @@ describe('in Chromium', () => {
     const guest = await openDevice(browser, { viewport: DESKTOP });
     const { code, name: hostName } = await hostRoom(host.page, app.chatUrl);
     assert.match(await textOf(host.page, '#partner-status'), /Waiting for someone to join/);
+    assert.match(await textOf(host.page, '#room-empty'), /Nobody has joined yet\. Share the code/);
     // The notice: stored encrypted, readable by the operator, IPs logged, when it closes.
     const notice = await textOf(host.page, '.privacy-notice');
     assert.match(notice, /stored encrypted/);
@@ -100,6 +101,11 @@ describe('in Chromium', () => {
       () => textOf(host.page, '#partner-status'),
       (text) => text.includes(guestName) && text.includes('online'),
       'host sees the guest online',
+    );
+    assert.equal(
+      await textOf(host.page, '#room-empty'),
+      'No messages yet. Say hello!',
+      'no longer asks to share',
     );
     await eventually(
       () => textOf(guest.page, '#partner-status'),

@@ -615,11 +615,12 @@ export class RealtimeHub {
   }
 
   private renderPresence(connection: Connection, online: boolean): string {
-    return this.deps.views.render('partials/partner-status', {
-      online,
-      partnerName: connection.partnerName,
-      oob: true,
-    });
+    const partnerName = connection.partnerName;
+    const status = this.deps.views.render('partials/partner-status', { online, partnerName, oob: true });
+    // A partner with a name has joined: the page stops asking to share the code.
+    return partnerName === null
+      ? status
+      : status + this.deps.views.render('partials/room-empty', { partnerJoined: true, oob: true });
   }
 
   private renderTyping(name: string | null, typing: boolean): string {
