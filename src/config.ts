@@ -1,6 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { parsePasswordHash } from './admin/password.ts';
 
 /**
  * Every setting the process reads, parsed and validated once at start. Nothing else in the
@@ -107,14 +108,15 @@ const port = (fallback: number) =>
       .default(fallback),
   );
 
-const positiveNumber = (fallback: number) =>
-  z.preprocess(
-    emptyAsUndefined,
-    z.coerce
-      .number({ invalid_type_error: 'must be a number' })
-      .positive('must be greater than 0')
-      .default(fallback),
-  );
+/** A number above 0 and at most `max` (Infinity and 1e300 would pass `positive` and break timers). */
+const boundedNumber = (max: number) =>
+  z.coerce
+    .number({ invalid_type_error: 'must be a number' })
+    .positive('must be greater than 0')
+    .max(max, `must be at most ${max}`);
+
+const positiveNumber = (fallback: number, max: number) =>
+  z.preprocess(emptyAsUndefined, boundedNumber(max).default(fallback));
 
 const positiveInt = (fallback: number) =>
   z.preprocess(
@@ -207,27 +209,29 @@ const envSchema = z.object({
   ALLOWED_ADMIN_CIDRS: cidrList(DEFAULT_ADMIN_CIDRS),
   TRUST_PROXY: cidrList(''),
   COOKIE_SECURE: booleanText,
-  ROOM_TTL_HOURS: positiveNumber(24),
-  PENDING_TTL_MINUTES: positiveNumber(60),
-  SWEEP_INTERVAL_SECONDS: positiveNumber(30),
+  ROOM_TTL_HOURS: positiveNumber(24, 24 * 366),
+  PENDING_TTL_MINUTES: positiveNumber(60, 7 * 24 * 60),
+  // setTimeout takes at most 2^31-1 ms; past it Node fires at once (a sweep every millisecond).
+  SWEEP_INTERVAL_SECONDS: positiveNumber(30, 24 * 60 * 60),
   CREATE_RATE_PER_MINUTE: positiveInt(10),
   JOIN_RATE_PER_MINUTE: positiveInt(10),
   SEND_RATE_PER_MINUTE: positiveInt(120),
   UPLOAD_RATE_PER_MINUTE: positiveInt(10),
   MAX_MESSAGE_CHARS: positiveInt(4000),
-  MAX_UPLOAD_MB: positiveNumber(10),
-  ARCHIVE_RETENTION_DAYS: z.preprocess(
-    emptyAsUndefined,
-    z.coerce.number({ invalid_type_error: 'must be a number' }).positive('must be greater than 0').optional(),
-  ),
+  MAX_UPLOAD_MB: positiveNumber(10, 1024),
+  ARCHIVE_RETENTION_DAYS: z.preprocess(emptyAsUndefined, boundedNumber(100 * 366).optional()),
   ADMIN_PASSWORD_HASH: z.preprocess(
     emptyAsUndefined,
     z
       .string()
-      .regex(
-        /^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/,
-        'must look like scrypt$N$r$p$salt$hash (make one with npm run hash-admin-password)',
-      )
+      .refine((value) => {
+        try {
+          parsePasswordHash(value);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'must be scrypt$N$r$p$salt$hash with N a power of two from 2^10 to 2^20, r ≤ 32, p ≤ 16 (make one with npm run hash-admin-password)')
       .optional(),
   ),
   LOG_LEVEL: z.preprocess(
@@ -235,6 +239,20 @@ const envSchema = z.object({
     z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   ),
 });
+
+/** Variables whose value is a secret: a problem with one names it, never shows it. */
+const SECRET_VARIABLES = new Set([
+  'MASTER_KEY',
+  'MASTER_KEY_PREVIOUS',
+  'MINIO_SECRET_KEY',
+  'ADMIN_PASSWORD_HASH',
+]);
+
+/** A value as an error line may show it: secrets hidden, a URL's password masked. */
+function shownValue(name: string, value: string): string {
+  if (SECRET_VARIABLES.has(name)) return `(hidden, ${value.length} characters)`;
+  return JSON.stringify(value.replace(/(\/\/[^/@:]*:)[^/@]*@/, '$1***@'));
+}
 
 /**
  * Reads the configuration from an environment-like record. Throws `ConfigError` with one line
@@ -245,7 +263,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (!parsed.success) {
     const lines = parsed.error.issues.map((issue) => {
       const name = String(issue.path[0]);
-      return `${name}=${JSON.stringify(env[name] ?? '')}: ${issue.message}`;
+      return `${name}=${shownValue(name, env[name] ?? '')}: ${issue.message}`;
     });
     throw new ConfigError(`invalid configuration: ${lines.join('; ')}`);
   }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { hashPassword } from '../src/admin/password.ts';
 import { ConfigError, loadConfig, parseCidrList } from '../src/config.ts';
 
 const key = randomBytes(32).toString('base64');
@@ -93,6 +94,46 @@ describe('loadConfig', () => {
     refuses({ MINIO_BUCKET: 'Bad_Bucket' }, /MINIO_BUCKET/);
     refuses({ ADMIN_PASSWORD_HASH: 'plain' }, /ADMIN_PASSWORD_HASH/);
     refuses({ BIND_HOST: 'localhost' }, /BIND_HOST/);
+  });
+
+  it('refuses numbers too large to mean anything (Infinity, 1e300) before they break a timer', () => {
+    refuses({ SWEEP_INTERVAL_SECONDS: '3000000' }, /SWEEP_INTERVAL_SECONDS="3000000": must be at most 86400/);
+    refuses({ ROOM_TTL_HOURS: 'Infinity' }, /ROOM_TTL_HOURS="Infinity": must be at most/);
+    refuses({ ARCHIVE_RETENTION_DAYS: '1e300' }, /ARCHIVE_RETENTION_DAYS="1e300": must be at most/);
+    refuses({ MAX_UPLOAD_MB: 'Infinity' }, /MAX_UPLOAD_MB/);
+    refuses({ PENDING_TTL_MINUTES: '1e9' }, /PENDING_TTL_MINUTES/);
+    assert.equal(loadConfig({ SWEEP_INTERVAL_SECONDS: '86400' }).sweepIntervalSeconds, 86400);
+  });
+
+  it('refuses admin password hashes scrypt would refuse or choke on, without showing them', async () => {
+    for (const hash of [
+      'scrypt$1$8$1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA==',
+      'scrypt$16384$8$1$c2FsdA==$=',
+      `scrypt$${2 ** 30}$8$1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA==`,
+    ]) {
+      refuses(
+        { ADMIN_PASSWORD_HASH: hash },
+        /ADMIN_PASSWORD_HASH=\(hidden, \d+ characters\): must be scrypt/,
+      );
+    }
+    const good = await hashPassword('letmein', { N: 1024, r: 8, p: 1 });
+    assert.equal(loadConfig({ ADMIN_PASSWORD_HASH: good }).adminPasswordHash, good);
+  });
+
+  it('never shows a URL’s password or a secret in its error', () => {
+    assert.throws(
+      () =>
+        loadConfig({ DATABASE_URL: 'postgress://chitty:S3cretPassw0rd@db:5432/chittychat', MASTER_KEY: key }),
+      (error: unknown) => {
+        assert.match(String(error), /DATABASE_URL="postgress:\/\/chitty:\*\*\*@db:5432\/chittychat"/);
+        assert.doesNotMatch(String(error), /S3cretPassw0rd/);
+        return true;
+      },
+    );
+    assert.throws(
+      () => loadConfig({ REDIS_URL: 'http://:hunter2@cache:6379' }),
+      (error: unknown) => !String(error).includes('hunter2'),
+    );
   });
 
   it('reports several problems at once', () => {

@@ -22,21 +22,33 @@ export async function hashPassword(password: string, params = DEFAULT_PARAMS): P
   return ['scrypt', params.N, params.r, params.p, salt.toString('base64'), hash.toString('base64')].join('$');
 }
 
+/**
+ * Parses `scrypt$N$r$p$salt$hash`. Parameters scrypt would refuse, or that would take gigabytes
+ * per login (N = 2^30), are refused here, at start, instead of failing every login with a 500.
+ */
 export function parsePasswordHash(text: string): PasswordHash {
   const [scheme, n, r, p, salt, hash, ...rest] = text.split('$');
   const numbers = [n, r, p].map(Number);
   const [N = 0, R = 0, P = 0] = numbers;
+  const saltBytes = Buffer.from(salt ?? '', 'base64');
+  const hashBytes = Buffer.from(hash ?? '', 'base64');
   if (
     scheme !== 'scrypt' ||
     rest.length > 0 ||
     !numbers.every((value) => Number.isSafeInteger(value) && value > 0) ||
     (N & (N - 1)) !== 0 ||
-    !salt ||
-    !hash
+    N < 2 ** 10 ||
+    N > 2 ** 20 ||
+    R > 32 ||
+    P > 16 ||
+    saltBytes.length < 8 ||
+    hashBytes.length < 16
   ) {
-    throw new Error('not a scrypt$N$r$p$salt$hash password hash (N a power of two)');
+    throw new Error(
+      'not a scrypt$N$r$p$salt$hash password hash (N a power of two from 2^10 to 2^20, r at most 32, p at most 16, salt of 8 bytes or more, hash of 16 or more)',
+    );
   }
-  return { N, r: R, p: P, salt: Buffer.from(salt, 'base64'), hash: Buffer.from(hash, 'base64') };
+  return { N, r: R, p: P, salt: saltBytes, hash: hashBytes };
 }
 
 /** Constant-time comparison of the derived key; a wrong password costs the same scrypt run. */
