@@ -115,6 +115,8 @@ describe('admin panel', () => {
 
       const page = await get(`/rooms/${roomId}`);
       assert.equal(page.statusCode, 200);
+      assert.equal(page.headers['cache-control'], 'no-store', 'a decrypted transcript is never cached');
+      assert.equal((await get('/')).headers['cache-control'], 'no-store');
       assert.match(page.body, new RegExp(`Room <span class="font-mono">${code}</span>`));
       const first = page.body.indexOf('Hello from the host');
       const second = page.body.indexOf('And back\nwith two lines');

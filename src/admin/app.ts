@@ -28,6 +28,12 @@ export type AdminAppOptions = { resources: Resources; services: Services };
  */
 export const adminApp: FastifyPluginAsync<AdminAppOptions> = async (app, { resources, services }) => {
   await app.register(securityHeadersPlugin);
+  // Admin pages show decrypted transcripts and IP addresses: no browser or proxy keeps them.
+  // (Static assets set their own caching.)
+  app.addHook('onRequest', (_request, reply, done) => {
+    reply.header('cache-control', 'no-store');
+    done();
+  });
   await app.register(stagedClosePlugin);
   await app.register(fastifyCookie);
   await app.register(renderPlugin, {
