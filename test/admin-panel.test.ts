@@ -73,6 +73,9 @@ describe('admin panel', () => {
       assert.ok(page2.includes(codes[1] as string) && page2.includes(codes[0] as string));
       assert.equal(page1.filter((code) => page2.includes(code)).length, 0, 'pages do not overlap');
       assert.match(page2Response.body, /href="\/\?status=active"[^>]*rel="prev"/);
+      const beyond = (await get('/?status=active&page=9')).body;
+      assert.match(beyond, /Past the last page \(2\)/, 'not "Page 9 of 2"');
+      assert.match(beyond, /href="\/\?status=active&amp;page=2"[^>]*rel="prev"/);
 
       // end one room: it is the only one listed as expired
       const ended = await openRoom(app.chat);
@@ -106,6 +109,15 @@ describe('admin panel', () => {
   });
 
   describe('room page', () => {
+    it('shows when a room not yet activated lapses', async () => {
+      const host = new Client(app.chat);
+      const code = String((await host.post('/rooms')).headers.location)
+        .split('/')
+        .pop() as string;
+      const page = await get(`/rooms/${await roomIdOf(app, code)}`);
+      assert.match(page.body, /<dt>Lapses if not activated<\/dt><dd>\d/);
+    });
+
     it('shows metadata, participants with IPs and devices, and the decrypted transcript in order', async () => {
       const { code, host } = await openRoom(app.chat);
       const roomId = await roomIdOf(app, code);
