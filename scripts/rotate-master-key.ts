@@ -24,7 +24,19 @@ try {
   process.exit(1);
 }
 const logger = createLogger(config.logLevel);
-const { db, close } = await openDatabase(config, logger);
+let opened: Awaited<ReturnType<typeof openDatabase>>;
+try {
+  opened = await openDatabase(config, logger);
+} catch (error) {
+  const hint = config.databaseUrl
+    ? ''
+    : ' (the embedded database runs in one process at a time: stop the app first)';
+  process.stderr.write(
+    `rotate-master-key: could not open the database${hint}: ${(error as Error).message}\n`,
+  );
+  process.exit(1);
+}
+const { db, close } = opened;
 try {
   const masterKey = config.masterKey ?? (await loadOrCreateMasterKeyFile(config.dataDir, logger));
   const keyring = new Keyring(masterKey, config.masterKeyPrevious);

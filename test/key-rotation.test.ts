@@ -78,6 +78,29 @@ describe('master key rotation', () => {
       await after.close();
     }
 
+    // Started again on the old key only (as `npm start` would with its old key file): those rooms
+    // answer a clear 503, the admin page still shows their metadata, and start-up can name the key.
+    const wrong = await buildTestApp({ database, env: { MASTER_KEY: oldKey } });
+    try {
+      const newKeyId = keyIdOf(Buffer.from(newKey, 'base64'));
+      assert.deepEqual(await wrong.services.roomKeys.unconfiguredKeyIds(), [{ keyId: newKeyId, rooms: 3 }]);
+      const { code, guest } = rooms[0] as (typeof rooms)[number];
+      const reader = new Client(wrong.chat);
+      for (const [name, value] of guest.cookies) reader.cookies.set(name, value);
+      const page = await reader.get(`/rooms/${code}`);
+      assert.equal(page.statusCode, 503);
+      assert.match(page.body, /key that opens this room is not configured/);
+      const roomId = await wrong.resources.db.oneFirst(sql.type(z.object({ id: z.string() }))`
+        SELECT id FROM rooms WHERE code = ${code}`);
+      const admin = await wrong.admin.inject({ url: `/rooms/${roomId}` });
+      assert.equal(admin.statusCode, 200);
+      assert.match(admin.body, new RegExp(`Master key not configured[\\s\\S]*${newKeyId}`));
+      assert.match(admin.body, /<td[^>]*>[^<]*\d+\.\d+\.\d+\.\d+/, 'participants and their IPs still shown');
+      assert.equal((await wrong.admin.inject({ url: `/rooms/${roomId}/transcript.json` })).statusCode, 503);
+    } finally {
+      await wrong.close();
+    }
+
     // without the old key in MASTER_KEY_PREVIOUS, a run cannot open old keys and says so
     const stale = await createTestDatabase();
     const staleApp = await buildTestApp({ database: stale, env: { MASTER_KEY: oldKey } });
@@ -86,6 +109,14 @@ describe('master key rotation', () => {
     const refused = await runRotation({ DATABASE_URL: stale.url, MASTER_KEY: newKey });
     assert.equal(refused.code, 2);
     assert.match(refused.output, /MASTER_KEY_PREVIOUS/);
+    // a database it cannot reach: one line and exit 1, no stack trace
+    const unreachable = await runRotation({
+      DATABASE_URL: 'postgres://u:p@127.0.0.1:1/db',
+      MASTER_KEY: newKey,
+    });
+    assert.equal(unreachable.code, 1);
+    assert.match(unreachable.output, /^rotate-master-key: could not open the database: .*ECONNREFUSED/);
+    assert.doesNotMatch(unreachable.output, /\n\s+at /);
     await stale.drop();
     await database.drop();
   });

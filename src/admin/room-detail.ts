@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { buildRoomRecord, type RecordAttachment, type RoomRecord } from '../archive/room-record.ts';
+import { MasterKeyMissingError } from '../crypto/keyring.ts';
 import type { RoomKeys } from '../crypto/room-keys.ts';
 import { type DatabasePool, sql } from '../infra/db.ts';
 import type { Logger } from '../infra/logger.ts';
@@ -21,6 +22,8 @@ export type RoomDetail = {
   keyDestroyedAt: number | null;
   /** The content can no longer be read: the room is shredded or its key is already destroyed. */
   shredded: boolean;
+  /** The id of the master key that wraps this room's key, when this process does not have it. */
+  missingMasterKeyId: string | null;
   attachmentsById: Map<string, RecordAttachment>;
 };
 
@@ -29,7 +32,15 @@ export async function loadRoomDetail(
   deps: { db: DatabasePool; roomKeys: RoomKeys; logger?: Logger },
   roomId: string,
 ): Promise<RoomDetail | null> {
-  const record = await buildRoomRecord(deps, roomId);
+  let missingMasterKeyId: string | null = null;
+  try {
+    await deps.roomKeys.dataKey(roomId);
+  } catch (error) {
+    // Other cases (no key yet, destroyed) are the record's to show as they always are.
+    if (error instanceof MasterKeyMissingError) missingMasterKeyId = error.keyId;
+  }
+  // A missing master key is a configuration fault: the page still shows all it can.
+  const record = await buildRoomRecord(deps, roomId, { unreadableWithoutMasterKey: true });
   if (!record) return null;
   const row = await deps.db.one(sql.type(lifecycleRow)`
     SELECT r.archived_at, r.archive_key, r.archive_sha256, r.shredded_at, k.destroyed_at AS key_destroyed_at
@@ -43,6 +54,7 @@ export async function loadRoomDetail(
     shreddedAt: row.shredded_at,
     keyDestroyedAt: row.key_destroyed_at,
     shredded: record.room.status === 'shredded' || row.key_destroyed_at !== null,
+    missingMasterKeyId,
     attachmentsById: new Map(record.attachments.map((attachment) => [attachment.id, attachment])),
   };
 }

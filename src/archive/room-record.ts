@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { DEVICE_PREFIX_LENGTH } from '../audit/audit-log.ts';
 import type { RoomKeys } from '../crypto/room-keys.ts';
 import { type DatabasePool, sql } from '../infra/db.ts';
-import { loadTranscript, type TranscriptEntry } from '../messages/transcript.ts';
+import { loadTranscript, type TranscriptEntry, type TranscriptQuery } from '../messages/transcript.ts';
 import type { JsonValue } from './canonical-json.ts';
 
 /**
@@ -143,11 +143,15 @@ const TRANSCRIPT_PAGE = 5_000;
 export type RoomRecordDeps = { db: DatabasePool; roomKeys: RoomKeys; logger?: Logger };
 
 /** Every message of a room, in order, opened through loadTranscript (the one decrypt path). */
-export async function loadWholeTranscript(deps: RoomRecordDeps, roomId: string): Promise<TranscriptEntry[]> {
+export async function loadWholeTranscript(
+  deps: RoomRecordDeps,
+  roomId: string,
+  options: Pick<TranscriptQuery, 'unreadableWithoutMasterKey'> = {},
+): Promise<TranscriptEntry[]> {
   const entries: TranscriptEntry[] = [];
   let afterSeq = 0;
   for (;;) {
-    const page = await loadTranscript(deps, roomId, { afterSeq, limit: TRANSCRIPT_PAGE });
+    const page = await loadTranscript(deps, roomId, { ...options, afterSeq, limit: TRANSCRIPT_PAGE });
     entries.push(...page);
     const last = page.at(-1);
     if (page.length < TRANSCRIPT_PAGE || last === undefined) return entries;
@@ -156,7 +160,11 @@ export async function loadWholeTranscript(deps: RoomRecordDeps, roomId: string):
 }
 
 /** The room as a record, or null when there is no room with this id. */
-export async function buildRoomRecord(deps: RoomRecordDeps, roomId: string): Promise<RoomRecord | null> {
+export async function buildRoomRecord(
+  deps: RoomRecordDeps,
+  roomId: string,
+  options: Pick<TranscriptQuery, 'unreadableWithoutMasterKey'> = {},
+): Promise<RoomRecord | null> {
   const { db } = deps;
   const room = await db.maybeOne(sql.type(roomRow)`
     SELECT id, code, status, created_at, host(created_ip) AS created_ip, pending_until, activated_at,
@@ -172,7 +180,7 @@ export async function buildRoomRecord(deps: RoomRecordDeps, roomId: string): Pro
            thumb_bytes, thumb_width, thumb_height, host(sender_ip) AS sender_ip, created_at
     FROM attachments WHERE room_id = ${roomId} ORDER BY message_seq`);
   const attachmentBySeq = new Map(attachments.map((row) => [row.message_seq, row.id]));
-  const transcript = await loadWholeTranscript(deps, roomId);
+  const transcript = await loadWholeTranscript(deps, roomId, options);
 
   return {
     format: ROOM_RECORD_FORMAT,

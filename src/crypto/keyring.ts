@@ -26,6 +26,15 @@ export class CryptoError extends Error {
   override name = 'CryptoError';
 }
 
+/** A room key is wrapped under a master key this process was not given (a configuration fault). */
+export class MasterKeyMissingError extends CryptoError {
+  override name = 'MasterKeyMissingError';
+
+  constructor(readonly keyId: string) {
+    super(`no master key with id ${keyId} is configured (set MASTER_KEY_PREVIOUS)`);
+  }
+}
+
 /**
  * Every key is a KeyObject, made once from its bytes: Node 24 (the image's runtime) checks a key
  * given as a Buffer by throwing and catching two TypeErrors inside every createCipheriv, which
@@ -145,9 +154,7 @@ export class Keyring {
 
   unwrapDataKey(wrapped: WrappedKey, roomId: string): KeyObject {
     const kek = this.keys.get(wrapped.keyId);
-    if (kek === undefined) {
-      throw new CryptoError(`no master key with id ${wrapped.keyId} is configured (set MASTER_KEY_PREVIOUS)`);
-    }
+    if (kek === undefined) throw new MasterKeyMissingError(wrapped.keyId);
     return secretKey(open(kek, wrapped.wrapped, associatedData('room-key', roomId, wrapped.keyId)));
   }
 }

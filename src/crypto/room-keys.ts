@@ -57,6 +57,18 @@ export class RoomKeys {
     return dataKey;
   }
 
+  /**
+   * Master key ids that wrap live room keys but are not configured here, with how many rooms each:
+   * those rooms cannot be opened (e.g. started again on an old key file after a rotation).
+   */
+  async unconfiguredKeyIds(): Promise<{ keyId: string; rooms: number }[]> {
+    const rows = await this.db.any(sql.type(z.object({ kek_id: z.string(), rooms: z.number() }))`
+      SELECT kek_id, count(*)::int AS rooms FROM room_keys WHERE wrapped_key IS NOT NULL GROUP BY kek_id`);
+    return rows
+      .filter((row) => !this.keyring.hasKey(row.kek_id))
+      .map((row) => ({ keyId: row.kek_id, rooms: row.rooms }));
+  }
+
   /** The cached key, if any: for hot paths that may not wait on the database. */
   cachedDataKey(roomId: string): KeyObject | undefined {
     return this.cache.get(roomId);

@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { open } from '../crypto/keyring.ts';
+import { MasterKeyMissingError, open } from '../crypto/keyring.ts';
 import { aad, RoomKeyDestroyedError, type RoomKeys } from '../crypto/room-keys.ts';
 import { type DatabasePool, sql } from '../infra/db.ts';
 
@@ -78,7 +78,17 @@ export function openMessageBody(
   }
 }
 
-export type TranscriptQuery = { afterSeq?: number; limit?: number; newestFirst?: boolean };
+export type TranscriptQuery = {
+  afterSeq?: number;
+  limit?: number;
+  newestFirst?: boolean;
+  /**
+   * Show the messages as unreadable when the room's master key is not configured, instead of
+   * failing: for the admin page, which still has metadata to show. Never for the archive, which
+   * must not store a room it could not read.
+   */
+  unreadableWithoutMasterKey?: boolean;
+};
 
 /** Messages of a room after `afterSeq`, in order, opened with the room key. */
 export async function loadTranscript(
@@ -104,7 +114,10 @@ export async function loadTranscript(
   try {
     dataKey = await roomKeys.dataKey(roomId);
   } catch (error) {
-    if (!(error instanceof RoomKeyDestroyedError)) throw error;
+    const unreadable =
+      error instanceof RoomKeyDestroyedError ||
+      (error instanceof MasterKeyMissingError && query.unreadableWithoutMasterKey === true);
+    if (!unreadable) throw error;
   }
   const entries = rows.map((item): TranscriptEntry => {
     const body = openMessageBody(dataKey, { roomId, seq: item.seq, bodySealed: item.body_sealed }, logger);

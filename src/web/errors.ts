@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { ConnectionError, SlonikError } from 'slonik';
+import { MasterKeyMissingError } from '../crypto/keyring.ts';
 import { DomainError, type DomainErrorKind } from '../domain-error.ts';
 import { wantsFragment } from './render.ts';
 
@@ -81,6 +82,15 @@ export function toPublicError(error: unknown): PublicError {
       title: TITLES[error.statusCode] ?? 'Error',
       message: error.message,
       headers: error.headers,
+    };
+  }
+  if (error instanceof MasterKeyMissingError) {
+    return {
+      statusCode: 503,
+      title: TITLES[503] as string,
+      message:
+        'The key that opens this room is not configured on the server, so it cannot be read right now. Nothing is lost.',
+      headers: {},
     };
   }
   if (isDatabaseDown(error)) {

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { readAttachment } from '../../attachments/attachment-reader.ts';
+import { MasterKeyMissingError } from '../../crypto/keyring.ts';
 import { DomainError } from '../../domain-error.ts';
 import { sendStoredImage } from '../../web/stored-image.ts';
 import type { AdminAppOptions } from '../app.ts';
@@ -34,8 +35,10 @@ export const roomRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, { res
   });
 
   app.get<RoomParams>('/rooms/:id/transcript.json', async (request, reply) => {
-    const { record, shredded } = await detailOf(request.params.id);
+    const { record, shredded, missingMasterKeyId } = await detailOf(request.params.id);
     if (shredded) throw shreddedContent();
+    // Not a transcript of "[unreadable message]"s: the content is there, the key is not configured.
+    if (missingMasterKeyId) throw new MasterKeyMissingError(missingMasterKeyId);
     return reply
       .type('application/json; charset=utf-8')
       .header('cache-control', 'private, no-store')
