@@ -274,6 +274,22 @@ describe('admin panel', () => {
       assert.equal((await get('/audit?action=DROP%20TABLE')).statusCode, 400);
     });
 
+    it('pages through one snapshot: views made meanwhile do not shift the next page', async () => {
+      for (let index = 0; index < 20; index++) await openRoom(app.chat, { guest: false });
+      const eventsOf = (html: string) => [...html.matchAll(/data-event="(\d+)"/g)].map((m) => Number(m[1]));
+      const first = await get('/audit');
+      const next = /href="([^"]+)"[^>]*rel="next"/.exec(first.body)?.[1]?.replaceAll('&amp;', '&');
+      assert.ok(next?.includes('upto='), 'the next page keeps the snapshot');
+      for (let index = 0; index < 3; index++) await get('/audit'); // each view is an event
+      const second = await get(next as string);
+      const page1 = eventsOf(first.body);
+      const page2 = eventsOf(second.body);
+      assert.equal(page1.length, 50);
+      assert.ok(page2.length > 0);
+      assert.ok(Math.max(...page2) < Math.min(...page1), 'no row of page 1 again on page 2');
+      assert.equal((await get('/audit?upto=abc')).statusCode, 400);
+    });
+
     it('records every successful admin page view, and not probes, metrics or assets', async () => {
       const { code } = await openRoom(app.chat);
       const roomId = await roomIdOf(app, code);

@@ -6,18 +6,34 @@ import { type DatabasePool, sql } from '../infra/db.ts';
 import { isCode } from '../rooms/codes.ts';
 import type { Paging } from './paging.ts';
 
-export type AuditFilter = { code: string | undefined; action: string | undefined; ip: string | undefined };
+export type AuditFilter = {
+  code: string | undefined;
+  action: string | undefined;
+  ip: string | undefined;
+  /**
+   * The newest event id the listing shows (a snapshot): every view adds an event, so without it
+   * each next page would start with the last row of the one before.
+   */
+  upto: string | undefined;
+};
 
 const ACTION = /^[a-z][a-z0-9_.]{0,63}$/;
 
 const invalid = (message: string) => new DomainError('invalid', message, { title: 'Invalid filter' });
 
 /** The audit page's filters: an exact room code, an exact action, an address or a CIDR. */
-export function parseAuditFilter(query: { code?: unknown; action?: unknown; ip?: unknown }): AuditFilter {
+export function parseAuditFilter(query: {
+  code?: unknown;
+  action?: unknown;
+  ip?: unknown;
+  upto?: unknown;
+}): AuditFilter {
   const text = (value: unknown) => (typeof value === 'string' ? value.trim() : '');
   const code = text(query.code).toUpperCase();
   const action = text(query.action);
   const ip = text(query.ip);
+  const upto = text(query.upto);
+  if (upto !== '' && !/^\d{1,15}$/.test(upto)) throw invalid('"upto" must be an event number.');
   if (code !== '' && !isCode(code)) throw invalid('A room code is 4 characters from A–Z and 2–9.');
   if (action !== '' && !ACTION.test(action)) {
     throw invalid('An action looks like room.create: lower-case letters, digits, dots and underscores.');
@@ -29,7 +45,12 @@ export function parseAuditFilter(query: { code?: unknown; action?: unknown; ip?:
       throw invalid('The IP filter must be an IPv4 or IPv6 address, or a network such as 10.0.0.0/8.');
     }
   }
-  return { code: code || undefined, action: action || undefined, ip: ip || undefined };
+  return {
+    code: code || undefined,
+    action: action || undefined,
+    ip: ip || undefined,
+    upto: upto || undefined,
+  };
 }
 
 /**
@@ -67,6 +88,7 @@ export async function listAuditEvents(
   const where = [sql.fragment`TRUE`];
   if (filter.code) where.push(sql.fragment`room_code = ${filter.code}`);
   if (filter.action) where.push(sql.fragment`action = ${filter.action}`);
+  if (filter.upto) where.push(sql.fragment`id <= ${Number(filter.upto)}`);
   if (filter.ip) {
     const networks = ipNetworks(filter.ip).map((network) => sql.fragment`ip <<= ${network}::inet`);
     where.push(sql.fragment`(${sql.join(networks, sql.fragment` OR `)})`);
@@ -81,6 +103,12 @@ export async function listAuditEvents(
     ORDER BY at DESC, id DESC
     LIMIT ${paging.limit} OFFSET ${paging.offset}`);
   return { items, total };
+}
+
+/** The newest event's id (0 for none): where a listing's snapshot ends. */
+export function newestAuditEventId(db: DatabasePool): Promise<number> {
+  return db.oneFirst(sql.type(z.object({ id: z.number() }))`
+    SELECT coalesce(max(id), 0)::int8 AS id FROM audit_events`);
 }
 
 /**

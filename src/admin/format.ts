@@ -1,4 +1,4 @@
-import { fmt } from '../web/format.ts';
+import { dateTimeToTheSecond, fmt } from '../web/format.ts';
 
 /** A time from the database (epoch ms) or from a record (ISO text), or a dash when there is none. */
 function when(value: number | string | null | undefined): string {
@@ -19,4 +19,4 @@ function bytes(count: number): string {
 }
 
 /** What the admin templates get as `it.fmt`: the chat helpers plus a few for tables. */
-export const adminFmt = { ...fmt, when, isoOf, bytes };
+export const adminFmt = { ...fmt, when, exact: dateTimeToTheSecond, isoOf, bytes };

@@ -54,6 +54,11 @@ export function dateTime(epochMs: number): string {
   return `${date(epochMs)}, ${clockTime(epochMs)}`;
 }
 
+/** "25 Nov 2026, 14:05:09 UTC": for the audit trail, where events of one minute must be told apart. */
+export function dateTimeToTheSecond(epochMs: number): string {
+  return `${date(epochMs)}, ${iso(epochMs).slice(11, 19)} UTC`;
+}
+
 /** Day number -> its key; a page asks for the day of each of its messages. */
 const dayKeys = new Map<number, string>();
 

@@ -1,10 +1,12 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { AdminAppOptions } from '../app.ts';
-import { auditActions, listAuditEvents, parseAuditFilter } from '../audit-list.ts';
+import { auditActions, listAuditEvents, newestAuditEventId, parseAuditFilter } from '../audit-list.ts';
 import { pageLinks, parsePage } from '../paging.ts';
 import { listOrInvalid } from './invalid-filter.ts';
 
-type AuditQuery = { Querystring: { code?: string; action?: string; ip?: string; page?: string } };
+type AuditQuery = {
+  Querystring: { code?: string; action?: string; ip?: string; upto?: string; page?: string };
+};
 
 export const auditRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, { resources }) => {
   const { db } = resources;
@@ -13,6 +15,8 @@ export const auditRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, { re
     const { query } = request;
     const listing = await listOrInvalid(reply, async () => {
       const filter = parseAuditFilter(query);
+      // Pages of one listing share its snapshot (see AuditFilter.upto).
+      filter.upto ??= String(await newestAuditEventId(db));
       const paging = parsePage(query.page);
       const { items, total } = await listAuditEvents(db, filter, paging);
       return { items, links: pageLinks('/audit', filter, paging, total) };
