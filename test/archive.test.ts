@@ -143,6 +143,12 @@ for (const backend of ['files', 's3'] as const) {
       assert.ok(page.body.includes(state.archive_sha256 as string));
       assert.ok(page.body.includes('archived &lt;hello&gt;'));
       assert.doesNotMatch(page.body, /NOT VERIFIED/);
+      // The verified bundle downloads as written: its sha256sum is the recorded hash.
+      const download = await app.admin.inject({ url: `/rooms/${roomId}/archive.json`, ...ADMIN });
+      assert.equal(download.statusCode, 200);
+      assert.equal(createHash('sha256').update(download.rawPayload).digest('hex'), state.archive_sha256);
+      assert.equal(download.headers['x-archive-sha256'], state.archive_sha256);
+      assert.match(String(download.headers['content-disposition']), /attachment; filename="archive-/);
       const dashboard = await app.admin.inject({ url: '/?status=archived', ...ADMIN });
       assert.match(dashboard.body, new RegExp(`<tr data-room="${code}">`));
     });
@@ -193,6 +199,8 @@ for (const backend of ['files', 's3'] as const) {
       assert.ok(page.body.includes(createHash('sha256').update(forged).digest('hex')), 'actual hash shown');
       assert.match(page.body, /Content as found \(unverified\)/);
       assert.doesNotMatch(page.body, /✔ Verified|data-archive-state="verified"/);
+      const download = await app.admin.inject({ url: `/rooms/${roomId}/archive.json`, ...ADMIN });
+      assert.equal(download.statusCode, 409, 'an unverified bundle never downloads as the archive');
     });
 
     it('reports a missing bundle', async () => {

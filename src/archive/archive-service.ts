@@ -19,7 +19,15 @@ export const sha256Hex = (data: Buffer) => createHash('sha256').update(data).dig
 export type ArchiveReading =
   | { state: 'not_archived'; status: string }
   | { state: 'shredded' }
-  | { state: 'verified'; key: string; sha256: string; sealedBytes: number; record: RoomRecord }
+  | {
+      state: 'verified';
+      key: string;
+      sha256: string;
+      sealedBytes: number;
+      record: RoomRecord;
+      /** The bundle's bytes as written and hashed: what an operator can check with sha256sum. */
+      document: Buffer;
+    }
   /** It opened, but its SHA-256 is not the one recorded when it was written. */
   | { state: 'mismatch'; key: string; expected: string; actual: string; record: RoomRecord | null }
   | { state: 'missing'; key: string; expected: string }
@@ -179,7 +187,14 @@ export class ArchiveService {
     if (!record) {
       return { state: 'unreadable', key, expected, reason: 'The bundle is not a valid archive document.' };
     }
-    return { state: 'verified', key, sha256: actual, sealedBytes: sealed.length, record };
+    return {
+      state: 'verified',
+      key,
+      sha256: actual,
+      sealedBytes: sealed.length,
+      record,
+      document: plaintext,
+    };
   }
 }
 

@@ -67,6 +67,31 @@ export const roomRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, { res
     );
   });
 
+  // The verified bundle's own bytes, so an operator can check them against the recorded SHA-256
+  // (sha256sum) and keep them outside the panel. Only a verified bundle: nothing else may pass
+  // for the archive.
+  app.get<RoomParams>('/rooms/:id/archive.json', async (request, reply) => {
+    const roomId = parseUuid(request.params.id);
+    const code = await roomCodeOf(db, roomId);
+    if (code === null) throw unknownRoom();
+    const reading = await archive.read(roomId);
+    if (reading.state === 'shredded') throw shreddedContent();
+    if (reading.state !== 'verified') {
+      throw new DomainError(
+        'conflict',
+        reading.state === 'not_archived'
+          ? 'This room has no archive yet.'
+          : 'The archive could not be verified; see its page for what was found.',
+        { title: 'No verified archive' },
+      );
+    }
+    return reply
+      .type('application/json; charset=utf-8')
+      .header('x-archive-sha256', reading.sha256)
+      .header('content-disposition', `attachment; filename="archive-${code}-${roomId}.json"`)
+      .send(reading.document);
+  });
+
   for (const [suffix, variant] of [
     ['', 'image'],
     ['/thumb', 'thumb'],
