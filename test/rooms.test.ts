@@ -143,6 +143,10 @@ describe('rooms', () => {
 
       const lookup = await guest.get(`/join?code=${encodeURIComponent(`  ${code.toLowerCase()} `)}`);
       assert.equal(lookup.statusCode, 200);
+      for (const pasted of [`${code.slice(0, 2)} ${code.slice(2)}`, `${code.slice(0, 2)}-${code.slice(2)}`]) {
+        const spaced = await new Client(app.chat).get(`/join?code=${encodeURIComponent(pasted)}`);
+        assert.equal(spaced.statusCode, 200, `${pasted} is the code`);
+      }
       const names = offeredNames(lookup.body);
       assert.ok(names.length >= 4, `only ${names.length} names offered`);
       assert.ok(!names.includes(hostName));

@@ -13,9 +13,9 @@ export function generateCode(): string {
   return code;
 }
 
-/** Reads a code the way people type it: any case, surrounding spaces ignored. */
+/** Reads a code the way people type or paste it: any case, spaces and hyphens ignored ("ab-cd"). */
 export function normalizeCode(input: unknown): string {
-  const code = typeof input === 'string' ? input.trim().toUpperCase() : '';
+  const code = typeof input === 'string' ? input.replace(/[\s-]+/g, '').toUpperCase() : '';
   if (!CODE_PATTERN.test(code)) {
     throw new DomainError(
       'invalid',
