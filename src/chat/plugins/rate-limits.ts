@@ -38,9 +38,9 @@ export type RateLimitOptions = {
 /**
  * Rate limits, in Redis when configured (shared by every process) or in memory. Room creation,
  * code look-ups and joins count per IP (per /64 for IPv6), each one in the store (a room holds
- * one of the 923,521 codes until it lapses, so one client must not be able to take them all); sends and uploads count per device,
- * in leases (see LeasedRateLimiter) from Redis or from this process's own counter, so a send
- * usually makes no store call at all. When the store cannot answer, joins are refused and
+ * one of the 923,521 codes until it lapses, so one client must not be able to take them all).
+ * Sends and uploads count per device, in leases (see LeasedRateLimiter) from Redis or from this
+ * process's own counter, so a send usually makes no store call at all. When the store cannot answer, joins are refused and
  * everything else is counted by this process alone.
  */
 export const rateLimitsPlugin = fp<RateLimitOptions>(
