@@ -68,6 +68,9 @@ export async function createServices(resources: Resources, options: ServiceOptio
     messages.forgetRecent(roomIds);
     hub.publishEnded(roomIds);
   });
+  rooms.onGuestJoined((room, guest) => {
+    if (guest.displayName) hub.publishJoined(room.id, guest.displayName);
+  });
   hub.onRemoteEnded((roomIds) => {
     rooms.forgetAccess(roomIds);
     messages.forgetRecent(roomIds);

@@ -10,7 +10,7 @@ import { sql } from '../src/infra/db.ts';
 import { cleanMessageText } from '../src/messages/message-service.ts';
 import { MessageWriter } from '../src/messages/message-writer.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
-import { Client, openRoom } from './helpers/client.ts';
+import { Client, offeredNames, openRoom } from './helpers/client.ts';
 import { openLive, seqsIn } from './helpers/live.ts';
 
 const send = (client: Client, code: string, body: string, extra: Record<string, string> = {}, htmx = false) =>
@@ -557,6 +557,19 @@ describe('live delivery', () => {
 
     guestSocket.close();
     await hostSocket.waitFor((frame) => frame.includes('presence-away') && frame.includes(guestName));
+    hostSocket.close();
+  });
+
+  it('tells the host’s open page when a guest joins without a socket (no JavaScript, curl)', async () => {
+    const { code, host } = await openRoom(app.chat, { guest: false });
+    const hostSocket = await openLive(app.chatUrl, code, host);
+    assert.match(await hostSocket.waitFor(/partner-status/), /Waiting for someone to join/);
+    const guest = new Client(app.chat, { remoteAddress: '198.51.100.21' });
+    const guestName = offeredNames((await guest.get(`/join?code=${code}`)).body)[0] as string;
+    assert.equal((await guest.post(`/rooms/${code}/join`, { name: guestName })).statusCode, 303);
+    const joined = await hostSocket.waitFor((frame) => frame.includes(guestName));
+    assert.match(joined, /presence-away/, 'named, and away: the guest has no socket');
+    assert.match(joined, /id="room-empty"[^>]*hx-swap-oob="true"/, 'the page stops asking to share');
     hostSocket.close();
   });
 

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { openRoomOverHttp } from './helpers/client.ts';
+import { HttpClient, offeredNames, openRoomOverHttp } from './helpers/client.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { openLive, seqsIn } from './helpers/live.ts';
 import { type AppProcess, startAppProcess } from './helpers/process.ts';
@@ -84,6 +84,22 @@ describe('two app processes sharing PostgreSQL and Redis', () => {
     );
     hostSocket.close();
     socketOfGuest.close();
+  });
+
+  it('tells the host’s page on one process of a guest who joined, without a socket, on the other', async () => {
+    const host = new HttpClient(firstUrl);
+    const code = String((await host.post('/rooms')).headers.location)
+      .split('/')
+      .pop() as string;
+    const hostName = offeredNames((await host.get(`/rooms/${code}`)).body)[0] as string;
+    assert.equal((await host.post(`/rooms/${code}/activate`, { name: hostName })).statusCode, 303);
+    const hostSocket = await openLive(firstUrl, code, host);
+    assert.match(await hostSocket.waitFor(/partner-status/), /Waiting for someone to join/);
+    const guest = new HttpClient(secondUrl);
+    const guestName = offeredNames((await guest.get(`/join?code=${code}`)).body)[0] as string;
+    assert.equal((await guest.post(`/rooms/${code}/join`, { name: guestName })).statusCode, 303);
+    assert.match(await hostSocket.waitFor((frame) => frame.includes(guestName)), /presence-away/);
+    hostSocket.close();
   });
 
   it('closes the partner’s socket on the other process when the chat ends', async () => {

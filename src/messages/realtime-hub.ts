@@ -49,6 +49,8 @@ type WireEvent =
   /** Messages up to seq `s` were delivered in the sender's process only (see `publishMessage`). */
   | { t: 'head'; o: string; r: string; s: number }
   | { t: 'ended'; o: string; r: string }
+  /** A guest took the second seat (with or without a socket): the host's pages learn the name. */
+  | { t: 'joined'; o: string; r: string; n: string }
   /** On the hub channel, heard by every process: forget what is cached about these rooms. */
   | { t: 'rooms-ended'; o: string; rs: string[] }
   | { t: 'alive'; o: string };
@@ -386,6 +388,21 @@ export class RealtimeHub {
       b: event.bodySealed.toString('base64'),
       i: event.image,
     });
+  }
+
+  /**
+   * A guest joined: the host's open pages stop waiting and show the guest's name, even when the
+   * guest has no socket (no JavaScript, curl), which would otherwise announce it.
+   */
+  publishJoined(roomId: string, guestName: string): void {
+    this.guestJoined(roomId, guestName);
+    this.publish(roomChannel(roomId), { t: 'joined', o: this.processId, r: roomId, n: guestName });
+  }
+
+  private guestJoined(roomId: string, guestName: string): void {
+    if (this.localName(roomId, 2) !== null) return;
+    this.learnName(roomId, 2, guestName);
+    this.pushPresence(roomId, 2);
   }
 
   /** Tells every socket of these rooms, in every process, that the chat is over, and closes them. */
@@ -783,6 +800,9 @@ export class RealtimeHub {
         }
         break;
       }
+      case 'joined':
+        this.guestJoined(event.r, event.n);
+        break;
       case 'ended':
         this.endLocally(event.r);
         break;

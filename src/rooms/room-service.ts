@@ -142,6 +142,7 @@ type CachedAccess = {
  */
 export class RoomService {
   private readonly endedListeners: ((rooms: EndedRoom[]) => void)[] = [];
+  private readonly joinedListeners: ((room: Room, guest: Participant) => void)[] = [];
   private readonly lastTouch = new Map<string, number>();
   /** Access of devices to locked, active rooms, by code + device hash (see `cachedAccess`). */
   private readonly accessCache = new Map<string, CachedAccess>();
@@ -165,6 +166,11 @@ export class RoomService {
   /** Called after rooms end in this process (by the sweep or by a participant). */
   onRoomsEnded(listener: (rooms: EndedRoom[]) => void): void {
     this.endedListeners.push(listener);
+  }
+
+  /** Called after a guest takes the second seat in this process. */
+  onGuestJoined(listener: (room: Room, guest: Participant) => void): void {
+    this.joinedListeners.push(listener);
   }
 
   /** Whether the room is over at this moment, even if the sweep has not marked it yet. */
@@ -331,6 +337,7 @@ export class RoomService {
       });
       throw notFound();
     }
+    for (const listener of this.joinedListeners) listener(room, guest);
     return { room, guest };
   }
 
