@@ -679,10 +679,20 @@ describe('live delivery', () => {
     const guestSocket = await openLive(app.chatUrl, code, guest);
     await host.post(`/rooms/${code}/end`, { confirm: 'yes' });
     for (const socket of [hostSocket, guestSocket]) {
-      assert.match(await socket.waitFor(/chat-ended/), /This chat has ended/);
+      const ended = await socket.waitFor(/chat-ended/);
+      assert.match(ended, /This chat has ended/);
+      // The header stops showing presence and the countdown.
+      assert.match(ended, /<p id="partner-status"[^>]*hx-swap-oob="true">Chat ended<\/p>/);
+      assert.match(ended, /<p id="time-left"[^>]*hx-swap-oob="true">Closed<\/p>/);
       assert.equal((await socket.closed).code, 1000);
     }
-    assert.equal((await send(guest, code, 'after the end')).statusCode, 410);
+    const after = await send(guest, code, 'after the end');
+    assert.equal(after.statusCode, 410);
+    // The room page itself is the ended one: no link back to it.
+    const page = await guest.get(`/rooms/${code}`);
+    assert.equal(page.statusCode, 410);
+    assert.doesNotMatch(page.body, /Back to the chat/);
+    assert.match(page.body, /href="\/">Back to the start/);
   });
 
   it('closes every socket with 1012 when the server shuts down', async () => {

@@ -128,11 +128,13 @@ const FRAMED_RETRY_SECONDS = 5;
 /**
  * The room a failed chat request was about, for a "Back to the chat" link: the person who got a
  * 400, 409, 413, 415 or 429 there is usually in it, and without JavaScript the error is a page of
- * its own. Never on a 404: the 404 of a locked room must be byte for byte that of an unknown code.
+ * its own. Never on a 404 (the 404 of a locked room must be byte for byte that of an unknown code)
+ * nor on a 410 (the chat is over: its page is the 410 itself).
  */
 function roomOf(request: FastifyRequest, statusCode: number): string | undefined {
   const code = (request.params as { code?: unknown } | undefined)?.code;
-  if (statusCode === 404 || typeof code !== 'string' || !/^[A-Za-z0-9]{4}$/.test(code)) return undefined;
+  if (statusCode === 404 || statusCode === 410 || typeof code !== 'string' || !/^[A-Za-z0-9]{4}$/.test(code))
+    return undefined;
   return `/rooms/${code.toUpperCase()}`;
 }
 
