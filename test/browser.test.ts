@@ -130,12 +130,20 @@ describe('in Chromium', () => {
       (text) => text === '',
       'typing clears',
     );
+    // …and stays clear: no late "is typing" signal follows a message that has left.
+    for (let poll = 0; poll < 12; poll++) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      assert.equal(await textOf(host.page, '#typing'), '', 'no "is typing…" after the message');
+    }
 
     // Shift+Enter adds a line; Enter sends both lines as one message.
     await typeAndSend(host.page, 'Hi guest!\nSecond line');
     const received = guest.page.locator('#messages li.message-theirs', { hasText: 'Second line' });
     await received.waitFor();
     assert.equal(await received.locator('.message-text').textContent(), 'Hi guest!\nSecond line');
+    // Right-to-left text (Arabic, Hebrew) sets its own direction, in a message and in the box.
+    assert.equal(await received.locator('.message-text').getAttribute('dir'), 'auto');
+    assert.equal(await guest.page.locator('#composer-body').getAttribute('dir'), 'auto');
 
     // Each message is in each list once (the send's answer and the socket both bring one's own).
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -251,32 +259,69 @@ describe('in Chromium', () => {
     await context.close();
   });
 
-  it('keeps a second message typed while the first is on its way, and stores both', async () => {
+  it('empties the composer as a message leaves: typing on, sending again, a double tap, a failure', async () => {
     const host = await openDevice(browser);
     const { code } = await hostRoom(host.page, app.chatUrl);
-    // The first answer is slow; the second message is typed and sent before it arrives.
+    // The first answer is slow; more is typed and sent before it arrives.
     let delayed = false;
+    let dropNext = false;
     await host.page.route(`**/rooms/${code}/messages`, async (route) => {
-      if (route.request().method() === 'POST' && !delayed) {
+      if (route.request().method() !== 'POST') return route.continue();
+      if (dropNext) {
+        dropNext = false;
+        return route.abort('connectionreset');
+      }
+      if (!delayed) {
         delayed = true;
         await new Promise((resolve) => setTimeout(resolve, 800));
       }
-      await route.continue();
+      return route.continue();
     });
     const box = host.page.locator('#composer-body');
-    await box.fill('first message');
-    await box.press('Enter');
-    await box.fill('second message');
-    await host.page.locator('#composer button[type="submit"]').click();
+    await box.click();
+    await host.page.keyboard.type('first message');
+    await host.page.keyboard.press('Enter');
+    assert.equal(await box.inputValue(), '', 'the box empties at once, before the answer');
+    await host.page.keyboard.type('second message');
+    await host.page.keyboard.press('Enter');
+    await host.page.keyboard.type('third, still typing');
     await host.page.locator('#messages li', { hasText: 'second message' }).waitFor();
     await host.page.locator('#messages li', { hasText: 'first message' }).waitFor();
-    await box.fill('third, still typing');
-    await new Promise((resolve) => setTimeout(resolve, 300));
     assert.equal(await box.inputValue(), 'third, still typing', 'an answer never wipes newer text');
-    const stored = await app.resources.db.oneFirst(sql.type(z.object({ count: z.number() }))`
-      SELECT count(*)::int AS count FROM messages m JOIN rooms r ON r.id = m.room_id
-      WHERE r.code = ${code} AND r.status = 'active'`);
-    assert.equal(stored, 2, 'both messages are stored');
+    // A double tap on Send sends once: the second tap finds the box empty.
+    await host.page.locator('#composer button[type="submit"]').dblclick();
+    await host.page.locator('#messages li', { hasText: 'third, still typing' }).waitFor();
+    // No answer at all: the text comes back, with its id, and is stored once when sent again.
+    dropNext = true;
+    await box.fill('fourth, through a dropped connection');
+    await box.press('Enter');
+    await eventually(
+      () => box.inputValue(),
+      (value) => value === 'fourth, through a dropped connection',
+      'the unsent text is back in the box',
+    );
+    assert.match(await textOf(host.page, '#notice'), /Not sent/);
+    await box.press('Enter');
+    await host.page.locator('#messages li', { hasText: 'fourth' }).waitFor();
+    // Refused by the server (only spaces): the text is back, and the server's notice says why.
+    await box.fill('   ');
+    await host.page.locator('#composer button[type="submit"]').click();
+    await eventually(
+      () => textOf(host.page, '#notice'),
+      (text) => text !== '' && !/Not sent/.test(text),
+      'the refusal is shown',
+    );
+    assert.equal(await box.inputValue(), '   ', 'the refused text is back in the box');
+
+    const stored = await app.resources.db.anyFirst(sql.type(z.object({ text: z.string() }))`
+      SELECT m.seq::text AS text FROM messages m JOIN rooms r ON r.id = m.room_id
+      WHERE r.code = ${code} AND r.status = 'active' ORDER BY m.seq`);
+    assert.equal(stored.length, 4, 'four messages stored: none twice, none glued to another');
+    assert.deepEqual(
+      await texts(host.page, '#messages .message-text'),
+      ['first message', 'second message', 'third, still typing', 'fourth, through a dropped connection'],
+      'in the order they were sent',
+    );
     await host.context.close();
   });
 
@@ -471,6 +516,22 @@ describe('in Chromium', () => {
     const box = await image.boundingBox();
     assert.ok(box && Math.round(box.width) === 160 && Math.round(box.height) === 120, JSON.stringify(box));
     await context.close();
+  });
+
+  it('keeps the page itself still on a short screen (a phone with its keyboard up): only the conversation scrolls', async () => {
+    const host = await openDevice(browser, { viewport: { width: 390, height: 520 } });
+    const { code } = await hostRoom(host.page, app.chatUrl);
+    const roomId = await roomIdOf(app, code);
+    for (let index = 0; index < 40; index++)
+      await insertMessage(app, roomId, { slot: 1, text: `line ${index}` });
+    await host.page.goto(`${app.chatUrl}/rooms/${code}`);
+    const sizes = await host.page.evaluate(() => ({
+      page: document.documentElement.scrollHeight - document.documentElement.clientHeight,
+      conversation: (document.querySelector('.chat-main') as HTMLElement).scrollHeight,
+    }));
+    assert.equal(sizes.page, 0, 'the page does not scroll');
+    assert.ok(sizes.conversation > 520, 'the conversation does');
+    await host.context.close();
   });
 
   it('reflows at 320 px (400% zoom) and works with the keyboard alone', async () => {

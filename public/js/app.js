@@ -183,7 +183,6 @@
 
   // ---- Composer: Enter sends, Shift+Enter adds a line, the box grows with its text. -----------
   const composerBody = () => document.getElementById('composer-body');
-  let sending = false;
   const growsByItself = typeof CSS !== 'undefined' && CSS.supports?.('field-sizing', 'content');
   function fitComposer() {
     const body = composerBody();
@@ -192,8 +191,20 @@
     body.style.height = 'auto';
     body.style.height = `${Math.min(body.scrollHeight + 2, 160)}px`;
   }
+
+  // "is typing" goes to the partner when typing starts and at most every 2 s while it goes on,
+  // never after the message has left (htmx's own throttle fires once more at the end of its
+  // window, which showed "is typing…" again seconds after each message).
+  const TYPING_SIGNAL_MS = 2000;
+  let lastTypingSignal = 0;
   document.addEventListener('input', (event) => {
-    if (event.target instanceof HTMLTextAreaElement && event.target.id === 'composer-body') fitComposer();
+    const target = event.target;
+    if (!(target instanceof HTMLTextAreaElement) || target.id !== 'composer-body') return;
+    fitComposer();
+    const now = Date.now();
+    if (target.value.trim() === '' || now - lastTypingSignal < TYPING_SIGNAL_MS) return;
+    lastTypingSignal = now;
+    document.getElementById('typing-signal')?.dispatchEvent(new CustomEvent('composer-typing'));
   });
 
   document.addEventListener('keydown', (event) => {
@@ -201,50 +212,64 @@
     if (!(target instanceof HTMLTextAreaElement) || target.id !== 'composer-body') return;
     if (event.key !== 'Enter' || event.shiftKey || event.isComposing) return;
     event.preventDefault();
-    // While a send is on its way the text stays in the box (no double send, nothing lost).
-    if (!sending && target.value.trim() !== '') target.form?.requestSubmit();
+    if (target.value.trim() !== '') target.form?.requestSubmit();
   });
 
   const isComposer = (event) => event.target instanceof HTMLFormElement && event.target.id === 'composer';
-  // Each submission takes the form's message id with it, and the form gets a fresh one at once:
-  // a second message sent while the first is on its way is another message, not a retry of it.
+  const composerMessageId = () => document.querySelector('#composer input[name="client_msg_id"]');
+
+  /**
+   * The box empties the moment a message leaves, as in any messenger: what is typed next is the
+   * next message, and a second tap on Send finds the box empty (it is `required`) and sends
+   * nothing. Sends queue behind each other (hx-sync "queue all"), so none is dropped and they are
+   * stored in the order they were sent. Each takes the form's message id, and the form gets a
+   * fresh one at once: a second message sent while the first is on its way is another message.
+   */
   document.addEventListener('htmx:config:request', (event) => {
     if (!isComposer(event)) return;
     const ctx = event.detail?.ctx;
     const sent = ctx?.request?.body;
-    if (ctx && sent instanceof FormData) ctx.sentText = String(sent.get('body') ?? '');
-    if (ctx?.request?.headers) ctx.request.headers['X-Tab-Id'] = tabId;
-    const id = event.target.querySelector('input[name="client_msg_id"]');
+    if (!ctx || !(sent instanceof FormData)) return;
+    if (ctx.request.headers) ctx.request.headers['X-Tab-Id'] = tabId;
+    ctx.sentText = String(sent.get('body') ?? '');
+    ctx.sentId = String(sent.get('client_msg_id') ?? '');
+    const body = composerBody();
+    if (body && body.value === ctx.sentText) {
+      body.value = '';
+      fitComposer();
+    }
+    lastTypingSignal = 0;
+    const id = composerMessageId();
     if (id) id.value = newMessageId();
   });
-  document.addEventListener('htmx:before:request', (event) => {
-    if (isComposer(event)) sending = true;
-  });
-  document.addEventListener('htmx:finally:request', (event) => {
-    if (isComposer(event)) sending = false;
-  });
-  // After a successful send the box empties, unless more was typed meanwhile (that stays).
+
+  /** A send that failed puts its text back in the box, ahead of anything typed since. */
+  function putBack(ctx, { sameId }) {
+    const body = composerBody();
+    if (!body || !ctx?.sentText) return;
+    const typedSince = body.value;
+    body.value = typedSince.trim() === '' ? ctx.sentText : `${ctx.sentText}\n${typedSince}`;
+    // Sent again unchanged, it carries its own id: if the first try was stored after all (no
+    // answer came), it is stored once.
+    const id = composerMessageId();
+    if (sameId && id && ctx.sentId && typedSince.trim() === '') id.value = ctx.sentId;
+    fitComposer();
+  }
+
   document.addEventListener('htmx:after:request', (event) => {
     if (!isComposer(event)) return;
     const ctx = event.detail?.ctx;
     const status = ctx?.response?.status ?? 0;
-    if (status >= 200 && status < 300) {
-      const body = composerBody();
-      if (body && body.value === ctx.sentText) body.value = '';
-      fitComposer();
-      document.getElementById('notice')?.replaceChildren();
-    }
+    if (status >= 200 && status < 300) document.getElementById('notice')?.replaceChildren();
+    // Refused (too long, the chat ended, too many at once): nothing was stored; the server's
+    // notice says why.
+    else if (status >= 400) putBack(ctx, { sameId: false });
   });
   document.addEventListener('htmx:error', (event) => {
-    if (!isComposer(event) || event.detail?.ctx?.response) return;
-    // No answer at all: the message may have been stored. Sent again with its own id, it is
-    // stored at most once.
-    const sent = event.detail?.ctx?.request?.body;
-    const id = event.target.querySelector('input[name="client_msg_id"]');
-    if (id && sent instanceof FormData && composerBody()?.value === String(sent.get('body') ?? '')) {
-      id.value = String(sent.get('client_msg_id'));
-    }
-    showNotice('Not sent', 'The server could not be reached. Your message is still in the box; try again.');
+    const ctx = event.detail?.ctx;
+    if (!isComposer(event) || !ctx || ctx.response) return;
+    putBack(ctx, { sameId: true });
+    showNotice('Not sent', 'The server could not be reached. Your message is back in the box; try again.');
   });
 
   function showNotice(title, message) {
