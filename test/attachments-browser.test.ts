@@ -101,6 +101,9 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
       }
       await guestPage.goto(`${app.chatUrl}/rooms/${code}`);
       await hostPage.goto(`${app.chatUrl}/rooms/${code}`);
+      // Folded until asked for, so a phone's keyboard leaves the conversation its room.
+      assert.equal(await hostPage.isVisible('#upload-caption'), false);
+      await hostPage.getByText('Send an image', { exact: true }).click();
       await waitUntil(
         () => app.services.hub.socketCount() === 2,
         () => 'the sockets did not open',
@@ -280,6 +283,7 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
     const { context, page } = await pageFor(browser, app, host, { javaScriptEnabled: false });
     try {
       await page.goto(`${app.chatUrl}/rooms/${code}`);
+      await page.getByText('Send an image', { exact: true }).click();
       await page.setInputFiles('#upload-file', {
         name: 'a.jpg',
         mimeType: 'image/jpeg',

@@ -312,6 +312,9 @@ describe('in Chromium', () => {
       'the refusal is shown',
     );
     assert.equal(await box.inputValue(), '   ', 'the refused text is back in the box');
+    // The notice floats over the header; it can be put away.
+    await host.page.getByRole('button', { name: 'Dismiss' }).click();
+    assert.equal(await host.page.locator('#notice .notice').count(), 0, 'dismissed');
 
     const stored = await app.resources.db.anyFirst(sql.type(z.object({ text: z.string() }))`
       SELECT m.seq::text AS text FROM messages m JOIN rooms r ON r.id = m.room_id
@@ -464,12 +467,29 @@ describe('in Chromium', () => {
     assert.equal(sockets.length, 1);
     assert.match(sockets[0]?.url ?? '', /\/ws\?after=0&tab=[0-9a-f-]{36}$/);
 
+    // The header says so while the line is down (recorded: the gap lasts half a second).
+    assert.equal(await host.page.locator('#connection-status').isHidden(), true);
+    await host.page.evaluate(`(() => {
+      const status = document.getElementById('connection-status');
+      window.statusSeen = [];
+      new MutationObserver(() => window.statusSeen.push(status.hidden ? '' : status.textContent))
+        .observe(status, { attributes: true, childList: true, characterData: true, subtree: true });
+    })()`);
     // The line drops with 1012 (service restart: htmx reconnects); a message is sent meanwhile.
     await sockets[0]?.page.close({ code: 1012, reason: 'restart' });
     await guest.page.locator('#composer-body').fill('sent while the host was away');
     await guest.page.getByRole('button', { name: 'Send', exact: true }).click();
     await host.page.locator('li.message-theirs', { hasText: 'sent while the host was away' }).waitFor();
     assert.equal(sockets.length, 2, 'one reconnect');
+    assert.ok(
+      ((await host.page.evaluate('window.statusSeen')) as string[]).includes('Reconnecting…'),
+      'said "Reconnecting…" while down',
+    );
+    await eventually(
+      () => host.page.locator('#connection-status').isHidden(),
+      (hidden) => hidden,
+      'the notice goes once connected again',
+    );
     // The new socket asked for what came after the last message on the page, not after 0.
     assert.match(sockets[1]?.url ?? '', /\/ws\?after=2&tab=[0-9a-f-]{36}$/);
     // The same page keeps its id across reconnects (its sends name it).
@@ -561,7 +581,7 @@ describe('in Chromium', () => {
     const page = host.page;
     await page.goto(`${app.chatUrl}/rooms/${code}`);
     const order: string[] = [];
-    for (let step = 0; step < 12; step++) {
+    for (let step = 0; step < 10; step++) {
       await page.keyboard.press('Tab');
       order.push(
         await page.evaluate(() => {
@@ -580,18 +600,21 @@ describe('in Chromium', () => {
         'button:Dark',
         'button:System',
         'button:End chat',
-        'main:Conversation with yo',
+        'main:Conversation',
         'composer-body:',
         'button:Send',
-        'upload-file:',
-        'upload-caption:',
-        'button:Send image',
+        'summary:Send an image',
         'a:Download transcript',
       ],
     );
     for (const entry of order) assert.doesNotMatch(entry, /:none$/, `visible focus: ${entry}`);
-    // Type and send with the keyboard only (back past the upload form to the message box).
-    for (let step = 0; step < 5; step++) await page.keyboard.press('Shift+Tab');
+    // The image form unfolds from the keyboard too.
+    await page.keyboard.press('Shift+Tab');
+    await page.keyboard.press('Enter');
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'upload-file');
+    // Type and send with the keyboard only (back past the image form's toggle to the message box).
+    for (let step = 0; step < 3; step++) await page.keyboard.press('Shift+Tab');
     await page.keyboard.type('typed with the keyboard');
     await page.keyboard.press('Enter');
     await page.locator('li.message-mine', { hasText: 'typed with the keyboard' }).waitFor();

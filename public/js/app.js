@@ -39,6 +39,23 @@
     connection.url = url.toString();
   });
 
+  // ---- Connection: the header says so while the live connection is down. --------------------
+  // The close codes hx-ws reconnects on; other codes end the connection for good.
+  const RECONNECTED_CODES = [1001, 1005, 1006, 1011, 1012, 1013, 1014];
+  function showConnection(text) {
+    const status = document.getElementById('connection-status');
+    if (!status || status.textContent === text) return;
+    status.textContent = text;
+    status.hidden = text === '';
+  }
+  document.addEventListener('htmx:ws:close', (event) => {
+    const code = event.detail?.code;
+    // 1000: the chat ended (the page says so itself); no code: the page is going away.
+    if (code === 1000 || code == null) return;
+    showConnection(RECONNECTED_CODES.includes(code) ? 'Reconnecting…' : 'Disconnected: reload the page');
+  });
+  document.addEventListener('htmx:ws:after:connection', () => showConnection(''));
+
   // ---- Times: the server renders UTC; the reader's clock and time zone are better. ----------
   const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
   const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
@@ -286,6 +303,20 @@
     notice.replaceChildren(box);
   }
 
+  // A notice floats over the top of the page: each one gets a button that puts it away.
+  function addDismissButtons() {
+    const area = document.getElementById('notice');
+    const notice = area?.querySelector('.notice');
+    if (!area || !notice || notice.querySelector('.notice-dismiss')) return;
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'notice-dismiss';
+    button.setAttribute('aria-label', 'Dismiss');
+    button.textContent = '×';
+    button.addEventListener('click', () => area.replaceChildren());
+    notice.prepend(button);
+  }
+
   // ---- Theme: the form works without JS; here it applies at once and is remembered in the
   // background (204), with the plain form as the fallback when that fails. ---------------------
   function applyTheme(theme) {
@@ -336,6 +367,11 @@
   document.addEventListener('DOMContentLoaded', () => {
     localizeTimes(document);
     updateCountdowns();
+    const noticeArea = document.getElementById('notice');
+    if (noticeArea) {
+      addDismissButtons();
+      new MutationObserver(addDismissButtons).observe(noticeArea, { childList: true });
+    }
     setInterval(() => {
       updateCountdowns();
       labelDays();
