@@ -518,6 +518,42 @@ describe('in Chromium', () => {
     await guest.context.close();
   });
 
+  it('finds out after a dropped line that the chat ended meanwhile, and shows the ended page', async () => {
+    const host = await openDevice(browser);
+    const guest = await openDevice(browser);
+    // The host's first line goes deaf: nothing the server sends, not even its close, reaches the
+    // page, as when a phone is out of reach while the partner ends the chat.
+    let deaf = false;
+    const lines: WebSocketRoute[] = [];
+    await host.page.routeWebSocket(/\/ws\b/, (page) => {
+      const server = page.connectToServer();
+      if (lines.length === 0) {
+        server.onMessage((message) => {
+          if (!deaf) page.send(message);
+        });
+        server.onClose(() => {});
+      }
+      lines.push(page);
+    });
+    const { code } = await hostRoom(host.page, app.chatUrl);
+    await joinRoom(guest.page, app.chatUrl, code);
+    await eventually(
+      () => textOf(host.page, '#partner-status'),
+      (text) => text.includes('online'),
+      'host sees the guest online',
+    );
+    deaf = true;
+    await guest.page.getByRole('button', { name: 'End chat' }).click();
+    await guest.page.getByRole('button', { name: 'End chat for both' }).click();
+    await guest.page.locator('h1', { hasText: 'This chat has ended' }).waitFor();
+    assert.equal(await textOf(host.page, '#time-left').then((text) => text.startsWith('Closes')), true);
+    // The line drops; the page reconnects, is refused, and looks at the room itself.
+    await lines[0]?.close({ code: 1012, reason: 'restart' });
+    await host.page.locator('h1', { hasText: 'This chat has ended' }).waitFor({ timeout: 10_000 });
+    await host.context.close();
+    await guest.context.close();
+  });
+
   it('reserves the size of an image preview before it loads', async () => {
     const { code, guest } = await openRoom(app.chat);
     const roomId = await roomIdOf(app, code);

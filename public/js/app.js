@@ -48,11 +48,29 @@
     status.textContent = text;
     status.hidden = text === '';
   }
+  /**
+   * The chat may have ended (or run out) while this page was cut off, so no socket told it; its
+   * reconnects would then be refused at the upgrade, which looks like one more dropped line. A
+   * look at the room's own URL settles it: gone or not found, and the page reloads to say so.
+   */
+  let lastRoomCheck = 0;
+  async function checkRoomStillOpen() {
+    const now = Date.now();
+    if (now - lastRoomCheck < 10000 || !document.getElementById('room')) return;
+    lastRoomCheck = now;
+    try {
+      const response = await fetch(location.pathname, { method: 'HEAD', cache: 'no-store' });
+      if (response.status === 404 || response.status === 410) location.reload();
+    } catch {
+      // No answer: the network or the server is still away; the reconnects go on.
+    }
+  }
   document.addEventListener('htmx:ws:close', (event) => {
     const code = event.detail?.code;
     // 1000: the chat ended (the page says so itself); no code: the page is going away.
     if (code === 1000 || code == null) return;
     showConnection(RECONNECTED_CODES.includes(code) ? 'Reconnecting…' : 'Disconnected: reload the page');
+    void checkRoomStillOpen();
   });
   document.addEventListener('htmx:ws:after:connection', () => showConnection(''));
 
