@@ -29,6 +29,9 @@ declare module 'fastify' {
   }
 }
 
+/** Keys whose refusal is remembered at once (see `firstRefusal`). */
+const MAX_REFUSED_KEYS = 10_000;
+
 export type RateLimitOptions = {
   redis: Redis | undefined;
   audit: AuditLog;
@@ -78,6 +81,24 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
       upload: limiter('upload', local, true),
     };
 
+    /**
+     * Whether this refusal is the first for its key until the window lets it through again. Only
+     * that one is audited: a client hammering a limit would otherwise write a row per refused
+     * request (thousands a second) and bury the operators' log. Keys are few at a time; past
+     * MAX_REFUSED_KEYS (a flood from many addresses) refusals go unrecorded until entries expire.
+     */
+    const refusedUntil = new Map<string, number>();
+    const firstRefusal = (key: string, retryAfterSeconds: number): boolean => {
+      const now = Date.now();
+      if ((refusedUntil.get(key) ?? 0) > now) return false;
+      if (refusedUntil.size >= MAX_REFUSED_KEYS) {
+        for (const [known, until] of refusedUntil) if (until <= now) refusedUntil.delete(known);
+        if (refusedUntil.size >= MAX_REFUSED_KEYS) return false;
+      }
+      refusedUntil.set(key, now + retryAfterSeconds * 1000);
+      return true;
+    };
+
     const check = async (
       name: LimitName,
       request: FastifyRequest,
@@ -105,15 +126,20 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
         verdict = await fallbacks[name].hit(key);
       }
       if (verdict.allowed) return;
-      await audit
-        .record({
-          source: 'chat',
-          action: 'rate_limited',
-          actor: request.actor,
-          roomCode: context.roomCode ?? null,
-          detail: { limit: name },
-        })
-        .catch(() => undefined);
+      if (firstRefusal(key, verdict.retryAfterSeconds)) {
+        await audit
+          .record({
+            source: 'chat',
+            action: 'rate_limited',
+            actor: request.actor,
+            roomCode: context.roomCode ?? null,
+            detail: {
+              limit: name,
+              until: new Date(Date.now() + verdict.retryAfterSeconds * 1000).toISOString(),
+            },
+          })
+          .catch(() => undefined);
+      }
       throw new DomainError(
         'rate_limited',
         `Too many attempts. Please wait ${verdict.retryAfterSeconds} s and try again.`,
