@@ -97,6 +97,25 @@ describe('admin panel', () => {
         assert.match(response.body, /Invalid filter|page must be/, url);
         assert.match(response.body, /<form method="get"/, url);
       }
+      // A parameter given twice is refused, never read as no filter at all.
+      for (const url of [
+        '/?status=active&status=pending',
+        '/?code=AB&code=CD',
+        '/?page=1&page=2',
+        '/audit?action=room.create&action=room.join',
+        '/audit?code=ABCD&code=EFGH',
+        '/audit?ip=10.0.0.1&ip=127.0.0.1',
+        '/audit?upto=1&upto=2',
+      ]) {
+        const response = await get(url);
+        assert.equal(response.statusCode, 400, url);
+        assert.match(response.body, /Give &quot;[a-z]+&quot; once\./, url);
+      }
+      // What the form shows again carries no control characters.
+      const withNul = await get('/audit?action=%00x');
+      assert.equal(withNul.statusCode, 400);
+      assert.doesNotMatch(withNul.body, /\u0000/);
+      assert.match(withNul.body, /name="action"[^>]*value="x"|value="x"[^>]*name="action"/);
     });
 
     it('serves just the table to htmx, the whole page otherwise', async () => {
@@ -265,6 +284,14 @@ describe('admin panel', () => {
         assert.equal(byIp.statusCode, 200);
         assert.match(byIp.body, /<td data-label="IP" class="font-mono">203\.0\.113\.55<\/td>/);
         assert.doesNotMatch(byIp.body, /<td data-label="IP" class="font-mono">192\.0\.2\.10<\/td>/);
+      }
+      // One client, one spelling: an IPv4 peer named as IPv4-mapped IPv6 is recorded as IPv4, and
+      // a filter written either way finds it.
+      await new Client(app.chat, { remoteAddress: '::ffff:198.18.0.7' }).get(`/join?code=${b.code}`);
+      for (const ip of ['198.18.0.7', '::ffff:198.18.0.7', '::ffff:198.18.0.0/112']) {
+        const byIp = await get(`/audit?ip=${encodeURIComponent(ip)}`);
+        assert.equal(byIp.statusCode, 200, ip);
+        assert.match(byIp.body, /<td data-label="IP" class="font-mono">198\.18\.0\.7<\/td>/, ip);
       }
       for (const bad of ['300.1.1.1', 'banana', '10.0.0.0/33']) {
         const invalid = await get(`/audit?ip=${encodeURIComponent(bad)}`);

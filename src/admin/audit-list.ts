@@ -1,10 +1,12 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { recordedIp } from '../audit/audit-log.ts';
 import { parseCidrList } from '../config.ts';
 import { DomainError } from '../domain-error.ts';
 import { type DatabasePool, sql } from '../infra/db.ts';
 import { isCode } from '../rooms/codes.ts';
 import type { Paging } from './paging.ts';
+import { queryText } from './query-text.ts';
 
 export type AuditFilter = {
   code: string | undefined;
@@ -28,11 +30,10 @@ export function parseAuditFilter(query: {
   ip?: unknown;
   upto?: unknown;
 }): AuditFilter {
-  const text = (value: unknown) => (typeof value === 'string' ? value.trim() : '');
-  const code = text(query.code).toUpperCase();
-  const action = text(query.action);
-  const ip = text(query.ip);
-  const upto = text(query.upto);
+  const code = queryText(query.code, 'code').toUpperCase();
+  const action = queryText(query.action, 'action');
+  const ip = queryText(query.ip, 'ip');
+  const upto = queryText(query.upto, 'upto');
   if (upto !== '' && !/^\d{1,15}$/.test(upto)) throw invalid('"upto" must be an event number.');
   if (code !== '' && !isCode(code)) throw invalid('A room code is 4 characters from A–Z and 2–9.');
   if (action !== '' && !ACTION.test(action)) {
@@ -54,13 +55,17 @@ export function parseAuditFilter(query: {
 }
 
 /**
- * The networks an IP filter matches. A peer that reached a dual-stack socket over IPv4 may be
- * recorded as ::ffff:a.b.c.d, so an IPv4 filter also matches that spelling.
+ * The networks an IP filter matches. Events recorded before addresses were made canonical (see
+ * `recordedIp`) may hold ::ffff:a.b.c.d, so an IPv4 filter also matches that spelling, and a
+ * filter written that way also matches a.b.c.d.
  */
 function ipNetworks(filter: string): string[] {
   const [cidr = ''] = parseCidrList(filter);
-  const [address = '', prefix = ''] = cidr.split('/');
-  return isIP(address) === 4 ? [cidr, `::ffff:${address}/${96 + Number(prefix)}`] : [cidr];
+  const [address = '', prefixText = ''] = cidr.split('/');
+  const prefix = Number(prefixText);
+  if (isIP(address) === 4) return [cidr, `::ffff:${address}/${96 + prefix}`];
+  const mapped = recordedIp(address);
+  return mapped !== address && prefix >= 96 ? [cidr, `${mapped}/${prefix - 96}`] : [cidr];
 }
 
 const eventRow = z.object({

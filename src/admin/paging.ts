@@ -1,4 +1,5 @@
 import { DomainError } from '../domain-error.ts';
+import { queryText } from './query-text.ts';
 
 export const PAGE_SIZE = 50;
 /** Deeper than this is not browsing any more; filters are the way there. */
@@ -8,7 +9,7 @@ export type Paging = { page: number; limit: number; offset: number };
 
 /** `?page=`: a whole number from 1; absent means 1. */
 export function parsePage(value: unknown, pageSize = PAGE_SIZE): Paging {
-  const text = typeof value === 'string' ? value.trim() : '';
+  const text = queryText(value, 'page');
   const page = text === '' ? 1 : Number(text);
   if (!/^\d*$/.test(text) || !Number.isSafeInteger(page) || page < 1 || page > MAX_PAGE) {
     throw new DomainError('invalid', `The page must be a whole number from 1 to ${MAX_PAGE}.`, {

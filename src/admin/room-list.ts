@@ -5,6 +5,7 @@ import { type DatabasePool, sql } from '../infra/db.ts';
 import { CODE_ALPHABET, CODE_LENGTH } from '../rooms/codes.ts';
 import type { RoomStatus } from '../rooms/room-service.ts';
 import type { Paging } from './paging.ts';
+import { queryText } from './query-text.ts';
 
 export const ROOM_STATUSES: readonly RoomStatus[] = roomStatusSchema.options;
 
@@ -14,8 +15,8 @@ const CODE_PREFIX = new RegExp(`^[${CODE_ALPHABET}]{1,${CODE_LENGTH}}$`);
 
 /** The dashboard's filters from the query string; a code is searched by its prefix, any case. */
 export function parseRoomFilter(query: { status?: unknown; code?: unknown }): RoomFilter {
-  const status = typeof query.status === 'string' ? query.status.trim() : '';
-  const code = typeof query.code === 'string' ? query.code.trim().toUpperCase() : '';
+  const status = queryText(query.status, 'status');
+  const code = queryText(query.code, 'code').toUpperCase();
   if (status !== '' && !(ROOM_STATUSES as readonly string[]).includes(status)) {
     throw new DomainError('invalid', `The status must be one of: ${ROOM_STATUSES.join(', ')}.`, {
       title: 'Invalid filter',

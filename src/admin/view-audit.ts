@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin';
-import type { AuditLog } from '../audit/audit-log.ts';
+import { type AuditLog, recordedIp } from '../audit/audit-log.ts';
 import type { DatabasePool } from '../infra/db.ts';
 import { isUuid } from './ids.ts';
 import { roomCodeOf } from './room-detail.ts';
@@ -29,7 +29,10 @@ export const viewAuditPlugin = fp<{ audit: AuditLog; db: DatabasePool }>(
       await audit.record({
         source: 'admin',
         action: 'admin.view',
-        actor: { ip: request.ip, userAgent: typeof userAgent === 'string' ? userAgent : undefined },
+        actor: {
+          ip: recordedIp(request.ip),
+          userAgent: typeof userAgent === 'string' ? userAgent : undefined,
+        },
         roomId: roomCode ? roomId : null,
         roomCode,
         detail: { path: path.slice(0, MAX_TEXT), ...(query ? { query: query.slice(0, MAX_TEXT) } : {}) },

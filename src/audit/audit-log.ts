@@ -1,6 +1,17 @@
 import type { Clock } from '../infra/clock.ts';
 import { type DatabasePool, type DatabaseTransactionConnection, sql } from '../infra/db.ts';
 
+const IPV4_MAPPED = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
+
+/**
+ * An address as it is recorded: an IPv4 peer seen on a dual-stack socket, or named that way in
+ * X-Forwarded-For, arrives as ::ffff:a.b.c.d; recorded as a.b.c.d, one client has one spelling in
+ * the audit trail and an IP filter finds all of it.
+ */
+export function recordedIp(ip: string): string {
+  return IPV4_MAPPED.exec(ip)?.[1] ?? ip;
+}
+
 /** Who did something, as the web layer saw it. Domain code receives this; it never reads requests. */
 export type Actor = {
   ip: string;

@@ -2,10 +2,11 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { AdminAppOptions } from '../app.ts';
 import { auditActions, listAuditEvents, newestAuditEventId, parseAuditFilter } from '../audit-list.ts';
 import { pageLinks, parsePage } from '../paging.ts';
+import { echoedQueryText } from '../query-text.ts';
 import { listOrInvalid } from './invalid-filter.ts';
 
 type AuditQuery = {
-  Querystring: { code?: string; action?: string; ip?: string; upto?: string; page?: string };
+  Querystring: { code?: unknown; action?: unknown; ip?: unknown; upto?: unknown; page?: unknown };
 };
 
 export const auditRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, { resources }) => {
@@ -27,7 +28,11 @@ export const auditRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, { re
         title: 'Audit log',
         nav: 'audit',
         actions: await auditActions(db),
-        form: { code: query.code ?? '', action: query.action ?? '', ip: query.ip ?? '' },
+        form: {
+          code: echoedQueryText(query.code),
+          action: echoedQueryText(query.action),
+          ip: echoedQueryText(query.ip),
+        },
         items: listing.result?.items ?? [],
         links: listing.result?.links ?? null,
         error: listing.error,

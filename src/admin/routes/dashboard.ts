@@ -1,10 +1,11 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { AdminAppOptions } from '../app.ts';
 import { pageLinks, parsePage } from '../paging.ts';
+import { echoedQueryText } from '../query-text.ts';
 import { listRooms, parseRoomFilter, ROOM_STATUSES, roomTotals } from '../room-list.ts';
 import { listOrInvalid } from './invalid-filter.ts';
 
-type DashboardQuery = { Querystring: { status?: string; code?: string; page?: string } };
+type DashboardQuery = { Querystring: { status?: unknown; code?: unknown; page?: unknown } };
 
 export const dashboardRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, { resources }) => {
   const { db, clock } = resources;
@@ -24,7 +25,7 @@ export const dashboardRoutes: FastifyPluginAsync<AdminAppOptions> = async (app, 
         nav: 'rooms',
         totals: await roomTotals(db),
         statuses: ROOM_STATUSES,
-        form: { status: query.status ?? '', code: query.code ?? '' },
+        form: { status: echoedQueryText(query.status), code: echoedQueryText(query.code) },
         items: listing.result?.items ?? [],
         links: listing.result?.links ?? null,
         error: listing.error,

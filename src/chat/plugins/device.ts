@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { Actor } from '../../audit/audit-log.ts';
+import { type Actor, recordedIp } from '../../audit/audit-log.ts';
 import { type Device, deviceFromToken, newDevice } from '../../rooms/devices.ts';
 
 declare module 'fastify' {
@@ -34,7 +34,7 @@ export const devicePlugin = fp<{ cookieSecure: boolean | undefined }>(
       request.device = deviceFromToken(cookies[SECURE_NAME]) ?? deviceFromToken(cookies[PLAIN_NAME]);
       const userAgent = request.headers['user-agent'];
       request.actor = {
-        ip: request.ip,
+        ip: recordedIp(request.ip),
         userAgent: typeof userAgent === 'string' ? userAgent : undefined,
         deviceHash: request.device?.hashHex,
       };
