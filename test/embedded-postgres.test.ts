@@ -1,0 +1,82 @@
+/**
+ * The zero-setup database's password: drawn per cluster and kept beside it, readable by its owner
+ * only; a cluster made with the old built-in password gets its own on its next start.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import pg from 'pg';
+import { LEGACY_PASSWORD, startEmbeddedPostgres } from '../src/infra/embedded-postgres.ts';
+
+/** Whether the cluster on `port` lets the postgres user in with `password`. */
+async function logsIn(port: number, password: string): Promise<boolean> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password, database: 'postgres' });
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+describe('the embedded PostgreSQL password', () => {
+  const dirs: string[] = [];
+  after(async () => {
+    for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('is drawn for a new cluster, kept at mode 0600 beside it, and used again on the next start', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'ccc-pgpass-'));
+    dirs.push(dir);
+    const dataDir = path.join(dir, 'pg');
+    const first = await startEmbeddedPostgres({ dataDir, database: 'chat' });
+    const password = (await readFile(`${dataDir}.password`, 'utf8')).trim();
+    try {
+      assert.match(password, /^[0-9a-f]{48}$/);
+      assert.equal((await stat(`${dataDir}.password`)).mode & 0o777, 0o600);
+      assert.equal(new URL(first.url).password, password);
+      assert.equal(await logsIn(first.port, password), true);
+      assert.equal(await logsIn(first.port, LEGACY_PASSWORD), false, 'the built-in password is no key');
+    } finally {
+      await first.stop();
+    }
+    const second = await startEmbeddedPostgres({ dataDir, database: 'chat' });
+    try {
+      assert.equal(new URL(second.url).password, password, 'the same password after a restart');
+      assert.equal(await logsIn(second.port, password), true);
+    } finally {
+      await second.stop();
+    }
+  });
+
+  it('replaces the built-in password of a cluster made before', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'ccc-pgpass-'));
+    dirs.push(dir);
+    const dataDir = path.join(dir, 'pg');
+    // A cluster as earlier versions left it: the built-in password, no password file.
+    const old = await startEmbeddedPostgres({ dataDir, database: 'chat' });
+    const drawn = (await readFile(`${dataDir}.password`, 'utf8')).trim();
+    const client = new pg.Client(old.adminUrl);
+    await client.connect();
+    await client.query(`ALTER ROLE postgres PASSWORD '${LEGACY_PASSWORD}'`);
+    await client.end();
+    await old.stop();
+    await rm(`${dataDir}.password`);
+
+    const upgraded = await startEmbeddedPostgres({ dataDir, database: 'chat' });
+    try {
+      const password = (await readFile(`${dataDir}.password`, 'utf8')).trim();
+      assert.match(password, /^[0-9a-f]{48}$/);
+      assert.notEqual(password, drawn);
+      assert.equal(new URL(upgraded.url).password, password);
+      assert.equal(await logsIn(upgraded.port, password), true);
+      assert.equal(await logsIn(upgraded.port, LEGACY_PASSWORD), false);
+    } finally {
+      await upgraded.stop();
+    }
+  });
+});
