@@ -3,17 +3,22 @@
  * piped stdin) or `npm run hash-admin-password -- 'the password'` (visible in shell history).
  */
 import { createInterface } from 'node:readline/promises';
+import { Writable } from 'node:stream';
 import { hashPassword } from '../src/admin/password.ts';
 
 async function readPassword(): Promise<string> {
   const fromArgv = process.argv[2];
   if (fromArgv !== undefined) return fromArgv;
   if (process.stdin.isTTY) {
-    const prompt = createInterface({ input: process.stdin, output: process.stderr });
+    // The terminal's echo goes to a stream that drops it: the password is not shown as typed.
+    const silent = new Writable({ write: (_chunk, _encoding, done) => done() });
+    const prompt = createInterface({ input: process.stdin, output: silent, terminal: true });
+    process.stderr.write('Admin password (not shown): ');
     try {
-      return await prompt.question('Admin password: ');
+      return await prompt.question('');
     } finally {
       prompt.close();
+      process.stderr.write('\n');
     }
   }
   const chunks: Buffer[] = [];

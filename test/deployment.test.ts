@@ -14,6 +14,7 @@ const COMPOSE_ONLY = [
   'POSTGRES_EXTERNAL_PORT',
   'REDIS_EXTERNAL_PORT',
   'MINIO_EXTERNAL_PORT',
+  'ADMIN_BIND',
 ];
 /** Config variables the container does not need to be given: DATA_DIR defaults to the volume at /app/.data. */
 const NOT_IN_COMPOSE = ['DATA_DIR'];
@@ -97,8 +98,23 @@ describe('deployment files', () => {
     const dollar = '$';
     assert.deepEqual(services.app.ports, [
       `${dollar}{CHAT_PORT:-5055}:5055`,
-      `${dollar}{ADMIN_PORT:-5056}:5056`,
+      // never on every interface: see the comment in docker-compose.yml
+      `${dollar}{ADMIN_BIND:-127.0.0.1}:${dollar}{ADMIN_PORT:-5056}:5056`,
     ]);
+  });
+
+  it('documents the operator scripts as the image runs them (compiled: the image has no tsx)', async () => {
+    const readme = await readFile(projectPath('README.md'), 'utf8');
+    const buildConfig = JSON.parse(await readFile(projectPath('tsconfig.build.json'), 'utf8'));
+    assert.ok(buildConfig.include.includes('scripts'), 'the build compiles scripts/ into dist/scripts');
+    for (const script of ['migrate', 'gen-master-key', 'rotate-master-key', 'hash-admin-password']) {
+      await readFile(projectPath('scripts', `${script}.ts`));
+      assert.match(
+        readme,
+        new RegExp(`docker compose exec (?:-T )?app node dist/scripts/${script}\\.js`),
+        `README shows ${script} in the container`,
+      );
+    }
   });
 
   it('the Dockerfile builds in stages and runs as a non-root user with a health check', async () => {
