@@ -5,8 +5,8 @@
 import { ConfigError, loadConfig } from '../src/config.ts';
 import { migrate } from '../src/infra/db.ts';
 import { createLogger } from '../src/infra/logger.ts';
-import { openDatabase } from '../src/infra/open-database.ts';
 import { projectPath } from '../src/paths.ts';
+import { openScriptDatabase } from './open-script-database.ts';
 
 let config: ReturnType<typeof loadConfig>;
 try {
@@ -17,10 +17,13 @@ try {
   process.exit(1);
 }
 const logger = createLogger(config.logLevel);
-const { db, close } = await openDatabase(config, logger);
+const { db, close } = await openScriptDatabase(config, logger, 'migrate');
 try {
   const result = await migrate(db, projectPath('migrations'));
   logger.info(result, result.applied.length > 0 ? 'migrations applied' : 'database is up to date');
+} catch (error) {
+  process.stderr.write(`migrate: ${(error as Error).message}\n`);
+  process.exitCode = 1;
 } finally {
   await close();
 }

@@ -13,7 +13,7 @@ import { RoomKeys } from '../src/crypto/room-keys.ts';
 import { systemClock } from '../src/infra/clock.ts';
 import { createLogger } from '../src/infra/logger.ts';
 import { loadOrCreateMasterKeyFile } from '../src/infra/master-key.ts';
-import { openDatabase } from '../src/infra/open-database.ts';
+import { openScriptDatabase } from './open-script-database.ts';
 
 let config: ReturnType<typeof loadConfig>;
 try {
@@ -24,19 +24,7 @@ try {
   process.exit(1);
 }
 const logger = createLogger(config.logLevel);
-let opened: Awaited<ReturnType<typeof openDatabase>>;
-try {
-  opened = await openDatabase(config, logger);
-} catch (error) {
-  const hint = config.databaseUrl
-    ? ''
-    : ' (the embedded database runs in one process at a time: stop the app first)';
-  process.stderr.write(
-    `rotate-master-key: could not open the database${hint}: ${(error as Error).message}\n`,
-  );
-  process.exit(1);
-}
-const { db, close } = opened;
+const { db, close } = await openScriptDatabase(config, logger, 'rotate-master-key');
 try {
   const masterKey = config.masterKey ?? (await loadOrCreateMasterKeyFile(config.dataDir, logger));
   const keyring = new Keyring(masterKey, config.masterKeyPrevious);

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
@@ -9,27 +8,9 @@ import { projectPath } from '../src/paths.ts';
 import { buildTestApp } from './helpers/app.ts';
 import { Client, openRoom } from './helpers/client.ts';
 import { createTestDatabase } from './helpers/database.ts';
+import { runScript } from './helpers/process.ts';
 
-function runRotation(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', 'tsx', projectPath('scripts', 'rotate-master-key.ts')],
-      {
-        env: { PATH: process.env.PATH ?? '', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let output = '';
-    child.stdout.on('data', (chunk) => {
-      output += chunk;
-    });
-    child.stderr.on('data', (chunk) => {
-      output += chunk;
-    });
-    child.on('exit', (code) => resolve({ code, output }));
-  });
-}
+const runRotation = (env: Record<string, string>) => runScript('rotate-master-key', env);
 
 describe('master key rotation', () => {
   it('rewraps every room key under the new key; old rooms read fine once the old key is gone', async () => {

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { createDbPool, type DatabasePool, migrate, sql } from '../src/infra/db.ts';
 import { projectPath } from '../src/paths.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { runScript } from './helpers/process.ts';
 
 /** Matches a Slonik error whose underlying PostgreSQL error names this constraint. */
 const violates = (constraint: string) => (error: unknown) =>
@@ -42,6 +43,20 @@ describe('migrations', () => {
       sql.type(z.object({ name: z.string() }))`SELECT name FROM schema_migrations`,
     );
     assert.deepEqual(recorded, MIGRATIONS);
+  });
+
+  it('run from npm run migrate: up to date is exit 0; an unreachable database is one line and exit 1', async () => {
+    const key = Buffer.alloc(32, 7).toString('base64');
+    const current = await runScript('migrate', { DATABASE_URL: database.url, MASTER_KEY: key });
+    assert.equal(current.code, 0, current.output);
+    assert.match(current.output, /database is up to date/);
+    const unreachable = await runScript('migrate', {
+      DATABASE_URL: 'postgres://u:p@127.0.0.1:1/db',
+      MASTER_KEY: key,
+    });
+    assert.equal(unreachable.code, 1);
+    assert.match(unreachable.output, /^migrate: could not open the database: .*ECONNREFUSED/);
+    assert.doesNotMatch(unreachable.output, /\n\s+at /);
   });
 
   it('create every table of the design', async () => {
