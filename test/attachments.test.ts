@@ -410,6 +410,14 @@ describe('images on the MinIO path (s3rver)', () => {
           message: /one image at a time/,
         },
         {
+          name: 'caption given twice',
+          options: {
+            parts: [file(png), { name: 'caption', value: 'a' }, { name: 'caption', value: 'b' }],
+          },
+          status: 400,
+          message: /more than one “caption”/,
+        },
+        {
           name: 'file in another field',
           options: { parts: [file(png, 'image')] },
           status: 400,

@@ -64,6 +64,8 @@ export async function readUploadForm(request: FastifyRequest, limits: UploadLimi
             title: 'Unreadable form',
           });
         }
+        // Two captions: which one did the person mean? (Keeping the last lost the first unsaid.)
+        if (part.fieldname in fields) throw invalid(`The upload held more than one “${part.fieldname}”.`);
         fields[part.fieldname] = part.value;
       }
     }
