@@ -189,6 +189,13 @@ describe('bad input is refused with the right status, and nothing stored changes
         path.slice(0, 40),
       );
     }
+    // What the static files plugin refuses (a climb out of its folder, a NUL, a folder) is simply
+    // not there: 404, not a 403 that says the request was not understood.
+    for (const path of ['/static/../package.json', '/static/%00', '/static/css/']) {
+      const response = await host.get(path);
+      assert.equal(response.statusCode, 404, path);
+      assert.match(response.body, /There is nothing at this address\./, path);
+    }
     for (const path of [
       `/rooms/${'A'.repeat(10_000)}/end`,
       `/rooms/AB%2F/join`,

@@ -103,6 +103,16 @@ export function toPublicError(error: unknown): PublicError {
   }
   const fastifyError = error as FastifyError;
   const status = fastifyError?.statusCode;
+  if (status === 403) {
+    // Only the static files plugin says 403 (a path that climbs out of its folder, a NUL, a
+    // folder): to the client there is simply nothing at that address.
+    return {
+      statusCode: 404,
+      title: TITLES[404] as string,
+      message: 'There is nothing at this address.',
+      headers: {},
+    };
+  }
   if (typeof status === 'number' && status >= 400 && status < 500) {
     const message =
       status === 413
