@@ -148,6 +148,10 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
         0,
       );
       assert.notEqual(await hostPage.inputValue('#upload-msg-id'), firstId, 'a fresh id for the next upload');
+      // Sent: the panel folds again, and the focus is on its toggle, not lost to the page.
+      await hostPage.waitForFunction(() => document.activeElement?.tagName === 'SUMMARY');
+      assert.equal(await hostPage.isVisible('#upload-caption'), false, 'folded after sending');
+      await hostPage.getByText('Send an image', { exact: true }).click();
       const mine = await loadedImages(hostPage, '#messages li.message-mine img');
       assert.equal(mine.length, 1);
 

@@ -590,6 +590,27 @@ describe('in Chromium', () => {
     await host.context.close();
   });
 
+  it('keeps the partner’s online badge in view at 320 px, shortening the name instead', async () => {
+    const host = await openDevice(browser, { viewport: { width: 320, height: 640 } });
+    const guest = await openDevice(browser);
+    const { code } = await hostRoom(host.page, app.chatUrl);
+    await joinRoom(guest.page, app.chatUrl, code);
+    await host.page.locator('#partner-status .presence-online').waitFor();
+    // The longest names the generator makes are about this long; a long one shows the point.
+    await host.page.evaluate(
+      `document.querySelector('#partner-status strong').textContent = 'Extraordinarily Magnificent Hippopotamus'`,
+    );
+    const box = (await host.page.evaluate(`(() => {
+      const line = document.getElementById('partner-status').getBoundingClientRect();
+      const badge = document.querySelector('#partner-status .presence').getBoundingClientRect();
+      return { lineRight: line.right, badgeLeft: badge.left, badgeRight: badge.right, width: innerWidth };
+    })()`)) as { lineRight: number; badgeLeft: number; badgeRight: number; width: number };
+    assert.ok(box.badgeRight <= box.lineRight + 0.5 && box.badgeRight <= box.width, JSON.stringify(box));
+    assert.ok(box.badgeLeft < box.width, 'the badge is on screen');
+    await host.context.close();
+    await guest.context.close();
+  });
+
   it('reflows at 320 px (400% zoom) and works with the keyboard alone', async () => {
     const host = await openDevice(browser, { viewport: { width: 320, height: 640 } });
     const { code } = await hostRoom(host.page, app.chatUrl);

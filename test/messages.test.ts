@@ -684,6 +684,7 @@ describe('live delivery', () => {
       // The header stops showing presence and the countdown.
       assert.match(ended, /<p id="partner-status"[^>]*hx-swap-oob="true">Chat ended<\/p>/);
       assert.match(ended, /<p id="time-left"[^>]*hx-swap-oob="true">Closed<\/p>/);
+      assert.match(ended, /<span id="chat-end" hx-swap-oob="true"><\/span>/, 'End chat goes');
       assert.equal((await socket.closed).code, 1000);
     }
     const after = await send(guest, code, 'after the end');

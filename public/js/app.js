@@ -75,7 +75,8 @@
   document.addEventListener('htmx:ws:after:connection', () => showConnection(''));
 
   // ---- Times: the server renders UTC; the reader's clock and time zone are better. ----------
-  const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+  // The same style as the time in dateTimeFormat (2:47 PM, or 14:47), so no two times on a page differ.
+  const timeFormat = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
   const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
   const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long', day: 'numeric', month: 'long' });
   const dayYearFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'long' });
@@ -504,6 +505,7 @@
   document.addEventListener('htmx:before:request', (event) => {
     const form = event.target;
     if (form !== uploadForm()) return;
+    form.dataset.focusWasInside = String(form.contains(document.activeElement));
     const progress = form.querySelector('progress');
     if (progress) {
       progress.value = 0;
@@ -534,7 +536,21 @@
     if (status >= 200 && status < 300) {
       // The new message id arrived out of band; keep it while emptying the rest.
       for (const input of form.querySelectorAll('input[type="file"], input[type="text"]')) input.value = '';
+      // Sent: the panel folds again, so a phone's conversation gets its room back.
+      const panel = form.closest('details');
+      if (panel) panel.open = false;
     }
+    // The button was disabled while sending, which took the focus from it: give it back (to the
+    // panel's toggle when the panel folded), so a keyboard user goes on from where they were.
+    if (form.dataset.focusWasInside === 'true' && !form.contains(document.activeElement)) {
+      const target =
+        form.closest('details')?.open === false
+          ? form.closest('details')?.querySelector('summary')
+          : form.querySelector('button[type="submit"]');
+      // After htmx has enabled the button again (it does so right after this event).
+      setTimeout(() => target?.focus(), 0);
+    }
+    delete form.dataset.focusWasInside;
   });
 
   /** A dropped or pasted image goes through the upload form, after the user says yes. */
