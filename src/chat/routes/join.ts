@@ -21,10 +21,14 @@ export const joinRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
         closesAt: lookup.room.expiresAt,
       });
     } catch (error) {
-      if (!(error instanceof DomainError) || error.kind !== 'invalid') throw error;
-      return reply.code(400).render(view, {
+      // A code that is malformed, or that names no open room (or one locked to others: the same
+      // answer): the form again, with the code as typed, so a typo is fixed where it was made.
+      if (!(error instanceof DomainError) || (error.kind !== 'invalid' && error.kind !== 'not_found')) {
+        throw error;
+      }
+      return reply.code(error.kind === 'invalid' ? 400 : 404).render(view, {
         title: 'Join a chat',
-        code: typeof codeInput === 'string' ? codeInput.slice(0, 8) : '',
+        code: typeof codeInput === 'string' ? codeInput.slice(0, 9) : '',
         error: error.message,
       });
     }
