@@ -677,6 +677,10 @@ describe('live delivery', () => {
     const { code, host, guest } = await openRoom(app.chat);
     const hostSocket = await openLive(app.chatUrl, code, host);
     const guestSocket = await openLive(app.chatUrl, code, guest);
+    // The question first: it says the messages go, and offers the transcript before they do.
+    const question = await host.get(`/rooms/${code}/end`);
+    assert.match(question.body, /nor read its messages here/);
+    assert.match(question.body, new RegExp(`href="/rooms/${code}/transcript\\.txt" download`));
     await host.post(`/rooms/${code}/end`, { confirm: 'yes' });
     for (const socket of [hostSocket, guestSocket]) {
       const ended = await socket.waitFor(/chat-ended/);
@@ -693,6 +697,9 @@ describe('live delivery', () => {
     const page = await guest.get(`/rooms/${code}`);
     assert.equal(page.statusCode, 410);
     assert.doesNotMatch(page.body, /Back to the chat/);
+    // News, not a fault: an info box under the heading, which it does not repeat.
+    assert.match(page.body, /<div class="notice notice-info"/);
+    assert.doesNotMatch(page.body, /class="notice-title"/);
     assert.match(page.body, /href="\/">Back to the start/);
   });
 

@@ -166,7 +166,8 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: P
       title: error.title,
       status: error.statusCode,
       message: error.message,
-      tone: 'error',
+      // A chat that is over is news, not a fault of the reader's.
+      tone: error.statusCode === 410 ? 'info' : 'error',
       // Not the failed URL: the 404 of a locked room must be byte for byte that of an unknown code.
       returnTo: '/',
       roomUrl: roomOf(request, error.statusCode),
