@@ -363,6 +363,14 @@ describe('in Chromium', () => {
       timeout: 12_000,
     });
     assert.match(await textOf(hostFrame, 'li.message-theirs .message-sender'), new RegExp(guestName));
+    // The header cannot update itself without scripts, so what would go stale there is hidden,
+    // and the refreshing frame names the partner who joined after the page loaded.
+    assert.equal(await host.page.locator('#partner-status').isVisible(), false);
+    assert.equal(await host.page.locator('.time-left-remaining').isVisible(), false);
+    assert.match(
+      await textOf(hostFrame, '.frame-status'),
+      new RegExp(`With ${guestName} \\(away\\) · closes in 23 h`),
+    );
     await host.page.locator('#composer-body').fill('Reply, also plain HTML');
     await host.page.getByRole('button', { name: 'Send', exact: true }).click();
     await guestFrame.locator('li.message-theirs', { hasText: 'Reply, also plain HTML' }).waitFor({

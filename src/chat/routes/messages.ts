@@ -75,6 +75,11 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
           ...data,
           title: `Room ${access.room.code}`,
           now,
+          // The room page's header cannot update itself without scripts (no-script.css hides
+          // what would go stale there); the frame, which refreshes, says it instead.
+          partnerName: access.partner?.displayName ?? null,
+          partnerOnline: access.partner ? services.hub.isOnline(access.room.id, access.partner.slot) : false,
+          closesAt: access.room.expiresAt,
           refreshSeconds: FRAME_REFRESH_SECONDS,
           // A URL that differs from the current one before the '#': a refresh to the same URL
           // with a fragment is only a scroll to the fragment, and the frame would never reload.
