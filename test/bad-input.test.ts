@@ -189,6 +189,20 @@ describe('bad input is refused with the right status, and nothing stored changes
         path.slice(0, 40),
       );
     }
+    // A path that exists for other methods: 405 naming them, for any code alike (no room is
+    // looked up); one that exists for none: 404.
+    for (const [method, path, allow] of [
+      ['DELETE', `/rooms/${code}`, 'GET, HEAD'],
+      ['DELETE', '/rooms/ZZZZ', 'GET, HEAD'],
+      ['OPTIONS', `/rooms/${code}/messages`, 'GET, HEAD, POST'],
+      ['PUT', '/rooms', 'GET, HEAD, POST'],
+    ] as const) {
+      const response = await host.request({ method, url: path });
+      assert.equal(response.statusCode, 405, `${method} ${path}`);
+      assert.equal(response.headers.allow, allow, `${method} ${path}`);
+      assert.match(response.body, /Method not allowed/);
+    }
+    assert.equal((await host.request({ method: 'PUT', url: '/no-such-page' })).statusCode, 404);
     // What the static files plugin refuses (a climb out of its folder, a NUL, a folder) is simply
     // not there: 404, not a 403 that says the request was not understood.
     for (const path of ['/static/../package.json', '/static/%00', '/static/css/']) {

@@ -199,14 +199,50 @@ export const errorHandlerPlugin = fp(
       }
       return sendError(request, reply, publicError);
     });
-    app.setNotFoundHandler((request, reply) =>
-      sendError(request, reply, {
+    // A path that exists for other methods answers 405 with them in Allow, not "nothing here".
+    const routes: { path: RegExp; methods: string[] }[] = [];
+    app.addHook('onRoute', (route) => {
+      const methods = [route.method].flat();
+      routes.push({ path: routePattern(route.url ?? route.path), methods });
+    });
+    app.setNotFoundHandler((request, reply) => {
+      const path = request.url.split('?')[0] ?? '';
+      const allowed = new Set(
+        routes.filter((route) => route.path.test(path)).flatMap((route) => route.methods),
+      );
+      if (allowed.size > 0 && !allowed.has(request.method)) {
+        if (allowed.has('GET')) allowed.add('HEAD');
+        return sendError(request, reply, {
+          statusCode: 405,
+          title: TITLES[405] as string,
+          message: `This address takes ${[...allowed].sort().join(', ')} only.`,
+          headers: { allow: [...allowed].sort().join(', ') },
+        });
+      }
+      return sendError(request, reply, {
         statusCode: 404,
         title: TITLES[404] as string,
         message: 'There is nothing at this address.',
         headers: {},
-      }),
-    );
+      });
+    });
   },
   { name: 'error-handler', dependencies: ['render'] },
 );
+
+/** A route's URL (`/rooms/:code/messages`, `/static/*`) as a pattern for a request's path. */
+function routePattern(url: string): RegExp {
+  const source = url
+    .replace(/\/+$/, '')
+    .split('/')
+    .map((segment) =>
+      segment === '*'
+        ? '.*'
+        : segment.startsWith(':')
+          ? '[^/]+'
+          : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+    )
+    .join('/');
+  // Trailing slashes are ignored by the chat router (and harmless to allow here).
+  return new RegExp(`^${source}/?$`);
+}
