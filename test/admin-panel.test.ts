@@ -114,7 +114,7 @@ describe('admin panel', () => {
       // What the form shows again carries no control characters.
       const withNul = await get('/audit?action=%00x');
       assert.equal(withNul.statusCode, 400);
-      assert.doesNotMatch(withNul.body, /\u0000/);
+      assert.ok(!withNul.body.includes(String.fromCharCode(0)), 'no NUL in the page');
       assert.match(withNul.body, /name="action"[^>]*value="x"|value="x"[^>]*name="action"/);
     });
 

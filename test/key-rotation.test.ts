@@ -4,7 +4,6 @@ import { describe, it } from 'node:test';
 import { z } from 'zod';
 import { keyIdOf } from '../src/crypto/keyring.ts';
 import { sql } from '../src/infra/db.ts';
-import { projectPath } from '../src/paths.ts';
 import { buildTestApp } from './helpers/app.ts';
 import { Client, openRoom } from './helpers/client.ts';
 import { createTestDatabase } from './helpers/database.ts';

@@ -1,5 +1,6 @@
 import { DomainError } from '../domain-error.ts';
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/g;
 
 /**
