@@ -385,8 +385,8 @@ describe('in Chromium', () => {
     assert.equal(await guest.page.getByRole('button', { name: 'Dark' }).getAttribute('aria-pressed'), 'true');
 
     // Ending asks first, then closes the room for both.
-    await guest.page.getByRole('button', { name: 'End chat' }).click();
-    await guest.page.waitForURL(new RegExp(`/rooms/${code}/end\\??$`));
+    await guest.page.getByRole('link', { name: 'End chat' }).click();
+    await guest.page.waitForURL(new RegExp(`/rooms/${code}/end$`));
     await guest.page.getByRole('button', { name: 'End chat for both' }).click();
     await guest.page.locator('h1', { hasText: 'This chat has ended' }).waitFor();
     const ended = await host.page.reload();
@@ -551,7 +551,7 @@ describe('in Chromium', () => {
       'host sees the guest online',
     );
     deaf = true;
-    await guest.page.getByRole('button', { name: 'End chat' }).click();
+    await guest.page.getByRole('link', { name: 'End chat' }).click();
     await guest.page.getByRole('button', { name: 'End chat for both' }).click();
     await guest.page.locator('h1', { hasText: 'This chat has ended' }).waitFor();
     assert.equal(await textOf(host.page, '#time-left').then((text) => text.startsWith('Closes')), true);
@@ -664,7 +664,7 @@ describe('in Chromium', () => {
         'button:Light',
         'button:Dark',
         'button:System',
-        'button:End chat',
+        'chat-end:End chat',
         'main:Conversation',
         'composer-body:',
         'button:Send',
