@@ -3,7 +3,7 @@
  * only; a cluster made with the old built-in password gets its own on its next start.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -67,16 +67,31 @@ describe('the embedded PostgreSQL password', () => {
     await old.stop();
     await rm(`${dataDir}.password`);
 
+    // A start cut short after drawing the new password (before or after setting it) tries the
+    // drawn one first, then the old one: never locked out.
+    await writeFile(`${dataDir}.password.next`, 'f'.repeat(48), { mode: 0o600 });
+
     const upgraded = await startEmbeddedPostgres({ dataDir, database: 'chat' });
     try {
       const password = (await readFile(`${dataDir}.password`, 'utf8')).trim();
       assert.match(password, /^[0-9a-f]{48}$/);
       assert.notEqual(password, drawn);
+      assert.equal(password, 'f'.repeat(48), 'the pending password was taken');
       assert.equal(new URL(upgraded.url).password, password);
       assert.equal(await logsIn(upgraded.port, password), true);
       assert.equal(await logsIn(upgraded.port, LEGACY_PASSWORD), false);
     } finally {
       await upgraded.stop();
+    }
+    // Cut short after the ALTER, before the file was renamed: the pending one is the one set.
+    await rename(`${dataDir}.password`, `${dataDir}.password.next`);
+    const resumed = await startEmbeddedPostgres({ dataDir, database: 'chat' });
+    try {
+      assert.equal(new URL(resumed.url).password, 'f'.repeat(48));
+      assert.equal(await logsIn(resumed.port, 'f'.repeat(48)), true);
+      assert.equal((await readFile(`${dataDir}.password`, 'utf8')).trim(), 'f'.repeat(48));
+    } finally {
+      await resumed.stop();
     }
   });
 });

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import pg from 'pg';
 import type { Logger } from 'pino';
 import { freePort } from './free-port.ts';
 
@@ -58,11 +59,11 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   };
   const clusterExists = existsSync(path.join(dataDir, 'PG_VERSION'));
   const password = await passwordOf(dataDir, clusterExists);
-  const pg = new EmbeddedPostgres({
+  const cluster = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
     user: USER,
-    password: password.current,
+    password: password.next,
     authMethod: 'scram-sha-256',
     persistent: true,
     createPostgresUser: process.getuid?.() === 0,
@@ -78,12 +79,12 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     await mkdir(path.dirname(dataDir), { recursive: true });
     if (process.getuid?.() === 0) await letPostgresUserThrough(path.dirname(dataDir), log);
     log?.info({ dataDir }, 'initialising embedded PostgreSQL cluster');
-    await pg.initialise();
+    await cluster.initialise();
   } else {
     await removeStalePidFile(dataDir);
   }
   try {
-    await pg.start();
+    await cluster.start();
   } catch (error) {
     throw new Error(
       `embedded PostgreSQL did not start (data in ${dataDir}); is another process using it? ${error ?? ''}`,
@@ -92,15 +93,14 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
 
   const base = `postgres://${USER}:${password.next}@127.0.0.1:${port}`;
   const adminUrl = `${base}/postgres`;
-  const client = pg.getPgClient('postgres', '127.0.0.1');
-  await client.connect();
+  const client = await connectWithAny(port, password.candidates);
   try {
-    if (password.current !== password.next) {
+    if (client.password !== password.next) {
       // A cluster from before: its password is in the source code. Give it its own.
       await client.query(`ALTER ROLE ${USER} PASSWORD '${password.next}'`);
-      await password.commit();
       log?.info({ dataDir }, 'embedded PostgreSQL: the built-in password was replaced by a drawn one');
     }
+    await password.commit();
     const existing = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [options.database]);
     if (existing.rowCount === 0)
       await client.query(`CREATE DATABASE "${options.database.replace(/"/g, '""')}"`);
@@ -116,7 +116,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     async stop() {
       if (stopped) return;
       stopped = true;
-      await pg.stop();
+      await cluster.stop();
     },
   };
 }
@@ -125,31 +125,56 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
  * The cluster's password: drawn at random for each cluster and kept beside it in
  * `<dataDir>.password` (mode 0600), so that another local user who can reach the loopback port
  * cannot log in (a password in the source code kept nobody out). A cluster made before has the
- * old built-in password: `current` is that, `next` the drawn one, set by the caller, which then
- * calls `commit` to keep it.
+ * old built-in password: the drawn one waits in `<dataDir>.password.next` until the caller has
+ * set it and calls `commit`; a start cut short in between tries that one, then the old one.
  */
 async function passwordOf(
   dataDir: string,
   clusterExists: boolean,
-): Promise<{ current: string; next: string; commit(): Promise<void> }> {
+): Promise<{ next: string; candidates: string[]; commit(): Promise<void> }> {
   const file = `${dataDir}.password`;
-  const kept = await readFile(file, 'utf8').then(
-    (text) => text.trim(),
-    () => '',
-  );
-  if (kept !== '') return { current: kept, next: kept, commit: async () => undefined };
-  const drawn = randomBytes(24).toString('hex');
-  const keep = async () => {
-    await mkdir(path.dirname(file), { recursive: true });
-    const partial = `${file}.${process.pid}.tmp`;
-    await writeFile(partial, `${drawn}\n`, { mode: 0o600 });
-    await rename(partial, file);
+  const pending = `${file}.next`;
+  const read = (name: string) =>
+    readFile(name, 'utf8').then(
+      (text) => text.trim(),
+      () => '',
+    );
+  const write = async (name: string, password: string) => {
+    await mkdir(path.dirname(name), { recursive: true });
+    const partial = `${name}.${process.pid}.tmp`;
+    await writeFile(partial, `${password}\n`, { mode: 0o600 });
+    await rename(partial, name);
   };
+  const kept = await read(file);
+  if (kept !== '') return { next: kept, candidates: [kept], commit: async () => undefined };
   if (!clusterExists) {
-    await keep();
-    return { current: drawn, next: drawn, commit: async () => undefined };
+    const drawn = randomBytes(24).toString('hex');
+    await write(file, drawn);
+    await rm(pending, { force: true });
+    return { next: drawn, candidates: [drawn], commit: async () => undefined };
   }
-  return { current: LEGACY_PASSWORD, next: drawn, commit: keep };
+  let next = await read(pending);
+  if (next === '') {
+    next = randomBytes(24).toString('hex');
+    await write(pending, next);
+  }
+  return { next, candidates: [next, LEGACY_PASSWORD], commit: () => rename(pending, file) };
+}
+
+/** A client of the maintenance database, logged in with the first password that works. */
+async function connectWithAny(port: number, passwords: string[]): Promise<pg.Client & { password: string }> {
+  let lastError: unknown;
+  for (const password of passwords) {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: USER, password, database: 'postgres' });
+    try {
+      await client.connect();
+      return Object.assign(client, { password });
+    } catch (error) {
+      lastError = error;
+      await client.end().catch(() => undefined);
+    }
+  }
+  throw lastError;
 }
 
 /**
