@@ -107,6 +107,16 @@ describe('in Chromium', () => {
       'No messages yet. Say hello!',
       'no longer asks to share',
     );
+    // Said to a screen reader too, and the conversation is named after the partner.
+    assert.ok(
+      (await texts(host.page, '#announcer p')).includes(`${guestName} is online`) ||
+        (await texts(host.page, '#announcer p')).includes(`${guestName} joined`),
+      'the join is announced',
+    );
+    assert.equal(
+      await host.page.locator('#main').getAttribute('aria-label'),
+      `Conversation with ${guestName}`,
+    );
     await eventually(
       () => textOf(guest.page, '#partner-status'),
       (text) => text.includes(hostName) && text.includes('online'),
@@ -151,7 +161,10 @@ describe('in Chromium', () => {
       assert.deepEqual(await messageIds(page), ['msg-1', 'msg-2']);
     }
     // Screen readers hear the partner's messages, each once, and not their own.
-    assert.deepEqual(await texts(host.page, '#announcer p'), [`${guestName}: Hello from the guest`]);
+    assert.deepEqual(
+      (await texts(host.page, '#announcer p')).filter((line) => line.includes(':')),
+      [`${guestName}: Hello from the guest`],
+    );
     assert.deepEqual(await texts(guest.page, '#announcer p'), [`${hostName}: Hi guest!\nSecond line`]);
     assert.equal(
       await host.page.locator('#messages').evaluate((list) => list.parentElement?.getAttribute('role')),
@@ -526,6 +539,34 @@ describe('in Chromium', () => {
     await guest.context.close();
   });
 
+  it('tells the partner when the chat is ended, in a live region, and keeps their focus on the page', async () => {
+    const host = await openDevice(browser);
+    const guest = await openDevice(browser);
+    const { code } = await hostRoom(host.page, app.chatUrl);
+    await joinRoom(guest.page, app.chatUrl, code);
+    await eventually(
+      () => textOf(guest.page, '#partner-status'),
+      (text) => text.includes('online'),
+      'guest sees the host online',
+    );
+    await guest.page.locator('#composer-body').click();
+    await host.page.getByRole('link', { name: 'End chat' }).click();
+    await host.page.getByRole('button', { name: 'End chat for both' }).click();
+    await eventually(
+      () => textOf(guest.page, '#notice'),
+      (text) => text.includes('This chat has ended'),
+      'the ending is said in the notice area (a live region already on the page)',
+    );
+    await eventually(
+      () => guest.page.evaluate(() => document.activeElement?.textContent ?? ''),
+      (text) => text === 'Start a new one',
+      'the focus moves to the way on, not to the top of the page',
+    );
+    assert.equal(await guest.page.locator('#chat-end').textContent(), '', 'End chat is gone');
+    await host.context.close();
+    await guest.context.close();
+  });
+
   it('finds out after a dropped line that the chat ended meanwhile, and shows the ended page', async () => {
     const host = await openDevice(browser);
     const guest = await openDevice(browser);
@@ -598,7 +639,7 @@ describe('in Chromium', () => {
     await host.context.close();
   });
 
-  it('keeps the partner’s online badge in view at 320 px, shortening the name instead', async () => {
+  it('keeps the partner’s online badge in view at 320 px, wrapping the line instead', async () => {
     const host = await openDevice(browser, { viewport: { width: 320, height: 640 } });
     const guest = await openDevice(browser);
     const { code } = await hostRoom(host.page, app.chatUrl);

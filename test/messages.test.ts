@@ -433,6 +433,18 @@ describe('history', () => {
     );
     assert.deepEqual(seqsIn([page.body]), [1, 2, 3]);
     assert.match(String(page.headers['content-security-policy']), /frame-ancestors 'self'/);
+    // Inside the room page: no skip link or notice area of its own (the page around it has both).
+    assert.doesNotMatch(page.body, /Skip to content|id="notice"/);
+    // Each refresh jumps to the newest message: reading back takes pausing, and resuming.
+    assert.match(
+      page.body,
+      new RegExp(`<a href="/rooms/${code}/messages\\?paused=1">Pause to read back</a>`),
+    );
+    const paused = await guest.get(`/rooms/${code}/messages?paused=1`);
+    assert.equal(paused.statusCode, 200);
+    assert.doesNotMatch(paused.body, /http-equiv="refresh"/);
+    assert.deepEqual(seqsIn([paused.body]), [1, 2, 3]);
+    assert.match(paused.body, new RegExp(`<a href="/rooms/${code}/messages#end">Resume updates</a>`));
     const stranger = await new Client(app.chat).get(`/rooms/${code}/messages`);
     assert.equal(stranger.statusCode, 404);
     assert.doesNotMatch(stranger.body, /Back to the chat/);

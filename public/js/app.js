@@ -67,12 +67,32 @@
   }
   document.addEventListener('htmx:ws:close', (event) => {
     const code = event.detail?.code;
-    // 1000: the chat ended (the page says so itself); no code: the page is going away.
-    if (code === 1000 || code == null) return;
+    // 1000: the chat ended; no code: the page is going away.
+    if (code === 1000) {
+      setTimeout(chatEnded, 0);
+      return;
+    }
+    if (code == null) return;
+    document.getElementById('room')?.classList.add('connection-lost');
     showConnection(RECONNECTED_CODES.includes(code) ? 'Reconnecting…' : 'Disconnected: reload the page');
     void checkRoomStillOpen();
   });
-  document.addEventListener('htmx:ws:after:connection', () => showConnection(''));
+  document.addEventListener('htmx:ws:after:connection', () => {
+    document.getElementById('room')?.classList.remove('connection-lost');
+    showConnection('');
+  });
+
+  /**
+   * The chat ended (the server's last frame replaced the composer and closed with 1000). Said in
+   * the notice area, a live region that was already on the page (one that arrives with its text
+   * is often not read out); the focus, if it was in what went away, goes to "Start a new one".
+   */
+  function chatEnded() {
+    showNotice('This chat has ended', 'Messages can no longer be sent or read here.', 'info');
+    if (document.activeElement === document.body || !document.activeElement?.isConnected) {
+      document.querySelector('.chat-ended a')?.focus();
+    }
+  }
 
   // ---- Times: the server renders UTC; the reader's clock and time zone are better. ----------
   // The same style as the time in dateTimeFormat (2:47 PM, or 14:47), so no two times on a page differ.
@@ -177,17 +197,23 @@
   document.addEventListener('visibilitychange', resetUnseen);
   window.addEventListener('focus', resetUnseen);
 
-  function announce(item) {
+  function announceText(text) {
     const announcer = document.getElementById('announcer');
     if (!announcer) return;
-    const sender = item.querySelector('.message-sender')?.textContent?.trim() || 'Your partner';
-    const text = item.querySelector('.message-text')?.textContent?.trim() ?? '';
     const line = document.createElement('p');
-    line.textContent = item.querySelector('.message-image')
-      ? `${sender} sent an image${text ? `: ${text}` : ''}`
-      : `${sender}: ${text}`;
+    line.textContent = text;
     announcer.append(line);
     while (announcer.childElementCount > 5) announcer.firstElementChild?.remove();
+  }
+
+  function announce(item) {
+    const sender = item.querySelector('.message-sender')?.textContent?.trim() || 'Your partner';
+    const text = item.querySelector('.message-text')?.textContent?.trim() ?? '';
+    announceText(
+      item.querySelector('.message-image')
+        ? `${sender} sent an image${text ? `: ${text}` : ''}`
+        : `${sender}: ${text}`,
+    );
   }
 
   /** Messages already shown. Anything else added to the list is new (the socket and a send's
@@ -308,11 +334,11 @@
     showNotice('Not sent', 'The server could not be reached. Your message is back in the box; try again.');
   });
 
-  function showNotice(title, message) {
+  function showNotice(title, message, tone = 'error') {
     const notice = document.getElementById('notice');
     if (!notice) return;
     const box = document.createElement('div');
-    box.className = 'notice notice-error';
+    box.className = `notice notice-${tone}`;
     const heading = document.createElement('p');
     heading.className = 'notice-title';
     heading.textContent = title;
@@ -332,8 +358,39 @@
     button.className = 'notice-dismiss';
     button.setAttribute('aria-label', 'Dismiss');
     button.textContent = '×';
-    button.addEventListener('click', () => area.replaceChildren());
+    button.addEventListener('click', () => {
+      area.replaceChildren();
+      // The button is gone with its notice: the focus goes on where the reader was working.
+      (composerBody() ?? document.getElementById('main'))?.focus();
+    });
     notice.prepend(button);
+  }
+
+  /**
+   * The partner's line is replaced from the socket: say who joined, came back or went away in
+   * the polite announcer (the line itself is not a live region: it is replaced, not changed), and
+   * name them in the conversation's label.
+   */
+  function partnerState(line) {
+    const name = line?.querySelector('strong')?.textContent?.trim() ?? '';
+    const presence = line?.querySelector('.presence');
+    return { name, online: presence?.classList.contains('presence-online') ?? false, known: !!presence };
+  }
+  let partnerBefore = null;
+  function onPartnerLine() {
+    const line = document.getElementById('partner-status');
+    const now = partnerState(line);
+    const before = partnerBefore;
+    partnerBefore = now;
+    if (!before || !now.known) return;
+    const main = document.getElementById('main');
+    if (now.name && main?.classList.contains('chat-main'))
+      main.setAttribute('aria-label', `Conversation with ${now.name}`);
+    let text = '';
+    if (!before.name && now.name) text = `${now.name} joined`;
+    else if (before.known && now.online !== before.online)
+      text = `${now.name} is ${now.online ? 'online' : 'away'}`;
+    if (text) announceText(text);
   }
 
   // ---- Theme: the form works without JS; here it applies at once and is remembered in the
@@ -386,6 +443,11 @@
   document.addEventListener('DOMContentLoaded', () => {
     localizeTimes(document);
     updateCountdowns();
+    const partnerLine = document.getElementById('partner-status');
+    if (partnerLine?.parentElement) {
+      partnerBefore = partnerState(partnerLine);
+      new MutationObserver(onPartnerLine).observe(partnerLine.parentElement, { childList: true });
+    }
     const noticeArea = document.getElementById('notice');
     if (noticeArea) {
       addDismissButtons();

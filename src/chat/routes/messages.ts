@@ -45,7 +45,7 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
    * Messages after seq N. For htmx: the list items. Otherwise a small page that reloads itself:
    * the conversation frame of the no-JS room page (and readable with curl).
    */
-  app.get<CodeParams & { Querystring: { after?: string } }>(
+  app.get<CodeParams & { Querystring: { after?: string; paused?: string } }>(
     '/rooms/:code/messages',
     async (request, reply) => {
       const fragment = wantsFragment(request);
@@ -69,18 +69,22 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
       const data = { messages: list, mySlot: access.me.slot, code: access.room.code };
       if (fragment) return reply.render({ page: 'partials/messages', fragment: 'partials/messages' }, data);
       const now = clock.now().getTime();
+      // Each refresh jumps to the newest message; reading back needs the updates to stop.
+      const paused = request.query.paused === '1';
       return reply.render(
         { page: 'chat/conversation-frame' },
         {
           ...data,
           title: `Room ${access.room.code}`,
+          framed: true,
+          paused,
           now,
           // The room page's header cannot update itself without scripts (no-script.css hides
           // what would go stale there); the frame, which refreshes, says it instead.
           partnerName: access.partner?.displayName ?? null,
           partnerOnline: access.partner ? services.hub.isOnline(access.room.id, access.partner.slot) : false,
           closesAt: access.room.expiresAt,
-          refreshSeconds: FRAME_REFRESH_SECONDS,
+          refreshSeconds: paused ? undefined : FRAME_REFRESH_SECONDS,
           // A URL that differs from the current one before the '#': a refresh to the same URL
           // with a fragment is only a scroll to the fragment, and the frame would never reload.
           refreshUrl: `/rooms/${access.room.code}/messages?at=${now}#end`,
