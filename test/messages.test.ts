@@ -12,6 +12,7 @@ import { MessageWriter } from '../src/messages/message-writer.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
 import { Client, offeredNames, openRoom } from './helpers/client.ts';
 import { openLive, seqsIn } from './helpers/live.ts';
+import { roomIdOf } from './helpers/messages.ts';
 
 const send = (client: Client, code: string, body: string, extra: Record<string, string> = {}, htmx = false) =>
   client.post(
@@ -507,7 +508,7 @@ describe('history', () => {
 describe('live delivery', () => {
   let app: TestApp;
   before(async () => {
-    app = await buildTestApp({ listen: true, hub: { typingTimeoutMs: 300 } });
+    app = await buildTestApp({ listen: true, hub: { typingTimeoutMs: 300, maxSocketsPerParticipant: 3 } });
   });
   after(() => app.close());
 
@@ -626,6 +627,22 @@ describe('live delivery', () => {
     assert.match(await socket.waitFor(/msg-2/, 3_000), /silently stored/);
     assert.deepEqual(seqsIn(socket.frames), [1, 3, 2]);
     socket.close();
+  });
+
+  it('holds a few live pages per device, not a flood: beyond, the upgrade is refused (429)', async () => {
+    const { code, host, guest } = await openRoom(app.chat);
+    const tabs = [];
+    for (let tab = 0; tab < 3; tab++) tabs.push(await openLive(app.chatUrl, code, host));
+    await assert.rejects(openLive(app.chatUrl, code, host), { status: 429 });
+    // Its own count: the partner is not affected; a page closed makes room for another.
+    const partner = await openLive(app.chatUrl, code, guest);
+    tabs.pop()?.close();
+    const roomId = await roomIdOf(app, code);
+    for (let wait = 0; wait < 100 && !app.services.hub.hasRoomFor(roomId, 1); wait++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    tabs.push(await openLive(app.chatUrl, code, host));
+    for (const socket of [...tabs, partner]) socket.close();
   });
 
   it('refuses an upgrade from another origin, or for a device not in the room, before upgrading', async () => {

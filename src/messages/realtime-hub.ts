@@ -185,6 +185,12 @@ export type HubOptions = {
   typingTimeoutMs?: number;
   /** Frames a client may send per second (burst: twice that). */
   framesPerSecond?: number;
+  /**
+   * Open sockets one participant (one device) may have in a room in this process: tabs, not a
+   * flood (each socket holds a file descriptor; one device opened 19,000 and starved both
+   * listeners).
+   */
+  maxSocketsPerParticipant?: number;
 };
 
 export type HubDeps = {
@@ -270,6 +276,7 @@ export class RealtimeHub {
       heartbeatMs: options.heartbeatMs ?? 30_000,
       typingTimeoutMs: options.typingTimeoutMs ?? 5_000,
       framesPerSecond: options.framesPerSecond ?? 10,
+      maxSocketsPerParticipant: options.maxSocketsPerParticipant ?? 10,
     };
   }
 
@@ -300,6 +307,11 @@ export class RealtimeHub {
     socket.on('error', listeners.error);
     if (this.closing) {
       socket.close(1012, 'server restarting');
+      return;
+    }
+    // Checked before the upgrade too (`hasRoomFor`); here again, for upgrades that raced past it.
+    if (!this.hasRoomFor(context.roomId, context.slot)) {
+      socket.close(1008, 'too many live pages');
       return;
     }
     const room = this.joinRoom(context);
@@ -482,6 +494,11 @@ export class RealtimeHub {
     for (const connection of this.rooms.get(roomId)?.connections ?? [])
       if (connection.slot === slot) count += 1;
     return count;
+  }
+
+  /** Whether the participant in `slot` may open one more socket in this room here. */
+  hasRoomFor(roomId: string, slot: 1 | 2): boolean {
+    return this.localCount(roomId, slot) < this.options.maxSocketsPerParticipant;
   }
 
   /** Whether the participant in `slot` has a live socket in this room, in any process. */

@@ -31,7 +31,15 @@ export const liveRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
           );
           throw new HttpError(403, 'Live updates are only for pages of this site.');
         }
-        request.roomAccess = await rooms.access(request.params.code, request.device, request.actor);
+        const access = await rooms.access(request.params.code, request.device, request.actor);
+        if (!hub.hasRoomFor(access.room.id, access.me.slot)) {
+          request.log.warn({ ip: request.ip, roomId: access.room.id }, 'too many live pages refused');
+          throw new HttpError(
+            429,
+            'This device has too many pages of this chat open; close some and reload.',
+          );
+        }
+        request.roomAccess = access;
       },
     },
     (socket, request) => {
