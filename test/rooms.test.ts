@@ -80,6 +80,24 @@ describe('rooms', () => {
         assert.equal(cookie?.name, '__Host-ccc_device');
         assert.equal(cookie?.secure, true);
         assert.equal(cookie?.path, '/');
+        // A plain cookie planted by someone else (a sibling subdomain, a network attacker can
+        // write one; nobody can write a __Host- one) is not taken for a device here.
+        const planted = 'A'.repeat(43);
+        const fixed = await secure.chat.inject({
+          method: 'POST',
+          url: '/rooms',
+          cookies: { ccc_device: planted },
+        });
+        assert.equal(fixed.statusCode, 303);
+        const issued = (fixed.cookies as { name: string; value: string }[])[0];
+        assert.equal(issued?.name, '__Host-ccc_device', 'a device of its own, not the planted one');
+        assert.notEqual(issued?.value, planted);
+        const code = String(fixed.headers.location).split('/').pop() as string;
+        const withPlanted = await secure.chat.inject({
+          url: `/rooms/${code}`,
+          cookies: { ccc_device: planted },
+        });
+        assert.equal(withPlanted.statusCode, 404, 'the planted token opens nothing');
       } finally {
         await secure.close();
       }

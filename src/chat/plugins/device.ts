@@ -31,7 +31,9 @@ export const devicePlugin = fp<{ cookieSecure: boolean | undefined }>(
     // microtask turn per request (see README, Performance).
     app.addHook('onRequest', (request, _reply, done) => {
       const cookies = request.cookies ?? {};
-      request.device = deviceFromToken(cookies[SECURE_NAME]) ?? deviceFromToken(cookies[PLAIN_NAME]);
+      // Over HTTPS only the __Host- cookie counts: a plain one can be planted by a sibling
+      // subdomain or on the network (device fixation), a __Host- one cannot.
+      request.device = deviceFromToken(isSecure(request) ? cookies[SECURE_NAME] : cookies[PLAIN_NAME]);
       const userAgent = request.headers['user-agent'];
       request.actor = {
         ip: recordedIp(request.ip),
