@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -705,6 +706,62 @@ describe('images on the disk store', () => {
     assert.deepEqual(await snapshot(app), before);
     // the server is fine afterwards
     assert.equal((await upload(host, code, await images.png())).statusCode, 303);
+  });
+
+  it('refuses before reading the file: a room not started yet (409), and a pile of slow uploads (503)', async () => {
+    /** Starts an upload over TCP (from 127.0.0.1) that sends its headers and then trickles. */
+    const slowUpload = (code: string, client: Client) =>
+      new Promise<{ socket: Socket; answer: Promise<string> }>((resolve, reject) => {
+        const { port } = new URL(app.chatUrl);
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          const boundary = 'slow-upload';
+          socket.write(
+            `POST /rooms/${code}/attachments HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ${cookieHeader(client)}\r\n` +
+              `Content-Type: multipart/form-data; boundary=${boundary}\r\nContent-Length: ${1024 * 1024}\r\n\r\n` +
+              `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.jpg"\r\n` +
+              'Content-Type: image/jpeg\r\n\r\n',
+          );
+          const answer = new Promise<string>((done) => {
+            let text = '';
+            socket.on('data', (chunk) => {
+              text += chunk;
+              if (text.includes('\r\n\r\n')) done(text);
+            });
+            socket.on('close', () => done(text));
+          });
+          resolve({ socket, answer });
+        });
+        socket.on('error', reject);
+      });
+    const noAnswerWithin = (answer: Promise<string>, ms: number) =>
+      Promise.race([
+        answer.then(() => false),
+        new Promise<boolean>((done) => setTimeout(() => done(true), ms)),
+      ]);
+
+    // A room the host has not activated: refused at once, its body never read.
+    const host = new Client(app.chat);
+    const pendingCode = String((await host.post('/rooms')).headers.location)
+      .split('/')
+      .pop() as string;
+    const early = await slowUpload(pendingCode, host);
+    assert.match(await early.answer, /^HTTP\/1\.1 409/);
+    early.socket.destroy();
+
+    // Four files trickling in from one address are all it may have on their way at once.
+    const { code, host: sender } = await openRoom(app.chat);
+    const trickling = [];
+    for (let index = 0; index < 4; index++) trickling.push(await slowUpload(code, sender));
+    for (const upload of trickling) assert.ok(await noAnswerWithin(upload.answer, 200), 'still reading');
+    const fifth = await slowUpload(code, sender);
+    const refused = await fifth.answer;
+    assert.match(refused, /^HTTP\/1\.1 503/);
+    assert.match(refused, /retry-after: 5/i);
+    fifth.socket.destroy();
+    for (const upload of trickling) upload.socket.destroy();
+    // Once they are gone, uploads go through again.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal((await upload(sender, code, await images.png())).statusCode, 303);
   });
 
   it('closes a refused upload in stages: the answer, then FIN, no reset while the client still sends', async () => {

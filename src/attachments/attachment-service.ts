@@ -85,10 +85,15 @@ export class AttachmentService {
     this.limits = settings.image ?? DEFAULT_IMAGE_LIMITS;
   }
 
-  async upload(access: RoomAccess, input: UploadInput, actor: Actor): Promise<SentMessage> {
+  /** Refuses an upload to a room that is not chatting yet; callers ask before reading the file. */
+  assertAcceptsUploads(access: RoomAccess): void {
     if (access.room.status !== 'active') {
       throw new DomainError('conflict', 'Images can be sent once the chat has started.');
     }
+  }
+
+  async upload(access: RoomAccess, input: UploadInput, actor: Actor): Promise<SentMessage> {
+    this.assertAcceptsUploads(access);
     const caption = this.caption(input.caption);
     const clientMsgId = parseClientMsgId(input.clientMsgId);
     const processed = await this.process(input.data);

@@ -13,6 +13,10 @@ type AttachmentParams = { Params: { code: string; id: string } };
 /** Upload errors that mean "this file was refused" (not: the chat is over, or a part is down). */
 const REFUSALS = new Set<DomainErrorKind>(['invalid', 'too_large', 'unsupported']);
 
+/** Uploads whose files are being read at once, in all and from one address (see the route). */
+const MAX_UPLOADS_READING = 16;
+const MAX_UPLOADS_READING_PER_ADDRESS = 4;
+
 /** A browser may keep an image this long, and never past the end of its chat. */
 const MAX_CACHE_SECONDS = 24 * 60 * 60;
 
@@ -30,12 +34,37 @@ export const attachmentRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, 
   // An upload refused before its body was read (too large, rate limited, not a participant)
   // closes its connection in stages (web/staged-close.ts) instead of reading the rest.
 
+  // Files are read into memory (up to MAX_UPLOAD_MB each) before they are checked and processed:
+  // how many are being read at once is bounded, in all and per address, so that slow uploads
+  // cannot pile up gigabytes (100 trickled 10 MB uploads held 1 GB before this).
+  const reading = { total: 0, byAddress: new Map<string, number>() };
+  const busy = () =>
+    new DomainError(
+      'unavailable',
+      'Too many images are on their way right now. Please try again in a moment.',
+      {
+        retryAfterSeconds: 5,
+      },
+    );
+
   app.post<CodeParams>('/rooms/:code/attachments', async (request, reply) => {
     await app.checkLimit('upload', request);
     const access = await rooms.access(request.params.code, request.device, request.actor);
+    // Before reading a byte: a room that is not chatting yet takes no file.
+    attachments.assertAcceptsUploads(access);
+    const address = request.actor.ip;
+    const fromAddress = reading.byAddress.get(address) ?? 0;
+    if (reading.total >= MAX_UPLOADS_READING || fromAddress >= MAX_UPLOADS_READING_PER_ADDRESS) throw busy();
+    reading.total += 1;
+    reading.byAddress.set(address, fromAddress + 1);
     let message: Awaited<ReturnType<typeof attachments.upload>>;
     try {
-      const form = await readUploadForm(request, limits);
+      const form = await readUploadForm(request, limits).finally(() => {
+        reading.total -= 1;
+        const left = (reading.byAddress.get(address) ?? 1) - 1;
+        if (left > 0) reading.byAddress.set(address, left);
+        else reading.byAddress.delete(address);
+      });
       message = await attachments.upload(
         access,
         {
