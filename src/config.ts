@@ -19,6 +19,8 @@ export type Config = {
   masterKey: Buffer | undefined;
   masterKeyPrevious: Buffer[];
   allowedAdminCidrs: string[];
+  /** Host names (besides IP addresses and localhost) under which the admin panel answers. */
+  adminHostnames: string[];
   trustProxy: string[];
   cookieSecure: boolean | undefined;
   roomTtlHours: number;
@@ -156,6 +158,28 @@ const cidrList = (fallback: string) =>
       }),
   );
 
+const HOSTNAME =
+  /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+const hostnameList = z.preprocess(
+  emptyAsUndefined,
+  z
+    .string()
+    .default('')
+    .transform((value, ctx) => {
+      const names = value
+        .split(',')
+        .map((name) => name.trim().toLowerCase())
+        .filter((name) => name !== '');
+      const bad = names.find((name) => !HOSTNAME.test(name));
+      if (bad !== undefined) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${bad}" is not a host name` });
+        return z.NEVER;
+      }
+      return names;
+    }),
+);
+
 const urlWithProtocols = (protocols: string[]) =>
   z.preprocess(
     emptyAsUndefined,
@@ -207,6 +231,7 @@ const envSchema = z.object({
   MASTER_KEY: optionalText,
   MASTER_KEY_PREVIOUS: optionalText,
   ALLOWED_ADMIN_CIDRS: cidrList(DEFAULT_ADMIN_CIDRS),
+  ADMIN_HOSTNAMES: hostnameList,
   TRUST_PROXY: cidrList(''),
   COOKIE_SECURE: booleanText,
   ROOM_TTL_HOURS: positiveNumber(24, 24 * 366),
@@ -324,6 +349,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     masterKey,
     masterKeyPrevious,
     allowedAdminCidrs: e.ALLOWED_ADMIN_CIDRS,
+    adminHostnames: e.ADMIN_HOSTNAMES,
     trustProxy: e.TRUST_PROXY,
     cookieSecure: e.COOKIE_SECURE,
     roomTtlHours: e.ROOM_TTL_HOURS,

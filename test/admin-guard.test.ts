@@ -58,6 +58,41 @@ describe('admin listener guard', () => {
     assert.equal((await app.admin.inject({ url: '/', remoteAddress: '::ffff:203.0.113.9' })).statusCode, 403);
   });
 
+  it('answers only requests addressed to it by IP, localhost or a name in ADMIN_HOSTNAMES (DNS rebinding)', async () => {
+    const named = await buildTestApp({
+      env: { ALLOWED_ADMIN_CIDRS: '10.0.0.0/8', ADMIN_HOSTNAMES: 'chat-admin.lan' },
+      database: app.database,
+    });
+    try {
+      for (const host of [
+        '10.1.2.3:5056',
+        '[fd00::1]:5056',
+        'localhost:5056',
+        'CHAT-ADMIN.lan',
+        'chat-admin.lan:8080',
+      ]) {
+        const response = await named.admin.inject({ url: '/', remoteAddress: '10.9.8.7', headers: { host } });
+        assert.equal(response.statusCode, 200, host);
+      }
+      // An allowed peer (the operator's browser) sent to a page's own name that now points here.
+      for (const host of [
+        'rebind.attacker.example',
+        'rebind.attacker.example:5056',
+        'chat-admin.lan.evil.example',
+      ]) {
+        const response = await named.admin.inject({
+          url: '/rooms/00000000-0000-4000-8000-000000000000/transcript.json',
+          remoteAddress: '10.9.8.7',
+          headers: { host },
+        });
+        assert.equal(response.statusCode, 403, host);
+        assert.match(response.body, /ADMIN_HOSTNAMES/);
+      }
+    } finally {
+      await named.close();
+    }
+  });
+
   it('ignores a spoofed X-Forwarded-For when no proxy is trusted', async () => {
     const response = await app.admin.inject({
       url: '/',

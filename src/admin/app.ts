@@ -12,7 +12,7 @@ import { stagedClosePlugin } from '../web/staged-close.ts';
 import { staticAssets } from '../web/static-assets.ts';
 import { returnPathOf, themeOf, themeRoutes } from '../web/theme.ts';
 import { basicAuthPlugin } from './basic-auth.ts';
-import { cidrGuardPlugin, readOnlyPlugin } from './cidr-guard.ts';
+import { cidrGuardPlugin, hostGuardPlugin, readOnlyPlugin } from './cidr-guard.ts';
 import { adminFmt } from './format.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { dashboardRoutes } from './routes/dashboard.ts';
@@ -47,6 +47,7 @@ export const adminApp: FastifyPluginAsync<AdminAppOptions> = async (app, { resou
   });
   await app.register(errorHandlerPlugin);
   await app.register(cidrGuardPlugin, { allowedCidrs: resources.config.allowedAdminCidrs });
+  await app.register(hostGuardPlugin, { hostnames: resources.config.adminHostnames });
   await app.register(httpMetricsPlugin, { metrics: services.metrics, listener: 'admin' });
   const { adminPasswordHash } = resources.config;
   if (adminPasswordHash) await app.register(basicAuthPlugin, { passwordHash: adminPasswordHash });

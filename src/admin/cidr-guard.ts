@@ -43,6 +43,36 @@ export const cidrGuardPlugin = fp<{ allowedCidrs: string[] }>(
   { name: 'cidr-guard' },
 );
 
+/**
+ * Admits only requests addressed to the panel by an IP address, `localhost` or a name in
+ * ADMIN_HOSTNAMES. A page on the internet can point its own name at the panel's LAN address (DNS
+ * rebinding): the operator's browser then sends from an allowed address, and the page's script
+ * reads decrypted transcripts. Such a request carries the page's host name, and stops here.
+ */
+export const hostGuardPlugin = fp<{ hostnames: string[] }>(
+  async (app, { hostnames }) => {
+    const allowed = new Set(['localhost', ...hostnames]);
+    app.addHook('onRequest', async (request) => {
+      const host = hostnameOf(request.headers.host);
+      if (host !== undefined && (isIP(host) !== 0 || allowed.has(host))) return;
+      request.log.warn({ ip: request.ip, host: request.headers.host?.slice(0, 100) }, 'admin host refused');
+      throw new HttpError(
+        403,
+        'Open the admin panel by its IP address, or add the name you use to ADMIN_HOSTNAMES.',
+      );
+    });
+  },
+  { name: 'host-guard' },
+);
+
+/** The host name of a Host header: lower case, without the port or IPv6 brackets. */
+function hostnameOf(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const bracketed = /^\[([0-9a-f:.]+)\](?::\d+)?$/i.exec(header);
+  if (bracketed) return bracketed[1]?.toLowerCase();
+  return header.replace(/:\d+$/, '').toLowerCase();
+}
+
 /** The panel is read-only: anything but GET and HEAD is refused before any route runs. */
 export const readOnlyPlugin = fp(
   async (app) => {
