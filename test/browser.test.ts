@@ -37,6 +37,14 @@ const LIGHT_BG = 'rgb(248, 250, 252)';
 const textOf = async (page: Page | FrameLocator, selector: string) =>
   ((await page.locator(selector).first().textContent()) ?? '').replace(/\s+/g, ' ').trim();
 
+/** Waits until the page's header shows its partner (by name, if given) online. */
+const seesPartnerOnline = (page: Page, what: string, name = '') =>
+  eventually(
+    () => textOf(page, '#partner-status'),
+    (text) => text.includes(name) && text.includes('online'),
+    what,
+  );
+
 /** The ids of the messages in the live list, in page order. */
 const messageIds = (page: Page) =>
   page.locator('#messages li').evaluateAll((items) => items.map((item) => item.id));
@@ -97,31 +105,23 @@ describe('in Chromium', () => {
     const { name: guestName } = await joinRoom(guest.page, app.chatUrl, code);
     assert.match(await textOf(guest.page, '.privacy-notice'), /operator .* can decrypt/);
     // The host's page opened before anyone joined: it learns the guest's name and presence live.
-    await eventually(
-      () => textOf(host.page, '#partner-status'),
-      (text) => text.includes(guestName) && text.includes('online'),
-      'host sees the guest online',
-    );
+    await seesPartnerOnline(host.page, 'host sees the guest online', guestName);
     assert.equal(
       await textOf(host.page, '#room-empty'),
       'No messages yet. Say hello!',
       'no longer asks to share',
     );
     // Said to a screen reader too, and the conversation is named after the partner.
+    const announced = await texts(host.page, '#announcer p');
     assert.ok(
-      (await texts(host.page, '#announcer p')).includes(`${guestName} is online`) ||
-        (await texts(host.page, '#announcer p')).includes(`${guestName} joined`),
+      announced.includes(`${guestName} is online`) || announced.includes(`${guestName} joined`),
       'the join is announced',
     );
     assert.equal(
       await host.page.locator('#main').getAttribute('aria-label'),
       `Conversation with ${guestName}`,
     );
-    await eventually(
-      () => textOf(guest.page, '#partner-status'),
-      (text) => text.includes(hostName) && text.includes('online'),
-      'guest sees the host online',
-    );
+    await seesPartnerOnline(guest.page, 'guest sees the host online', hostName);
 
     // Typing shows on the other side, then the message arrives without a reload.
     await guest.page.locator('#composer-body').click();
@@ -416,11 +416,7 @@ describe('in Chromium', () => {
     const { code } = await hostRoom(host.page, app.chatUrl);
     await joinRoom(guest.page, app.chatUrl, code);
     const title = `Room ${code} · ChittyChattyChat`;
-    await eventually(
-      () => textOf(host.page, '#partner-status'),
-      (t) => t.includes('online'),
-      'on',
-    );
+    await seesPartnerOnline(host.page, 'sees the partner online');
     // The socket stays open while hidden (htmx-config: ws.pauseOnBackground false).
     assert.equal(
       await host.page.evaluate(
@@ -544,11 +540,7 @@ describe('in Chromium', () => {
     const guest = await openDevice(browser);
     const { code } = await hostRoom(host.page, app.chatUrl);
     await joinRoom(guest.page, app.chatUrl, code);
-    await eventually(
-      () => textOf(guest.page, '#partner-status'),
-      (text) => text.includes('online'),
-      'guest sees the host online',
-    );
+    await seesPartnerOnline(guest.page, 'guest sees the host online');
     await guest.page.locator('#composer-body').click();
     await host.page.getByRole('link', { name: 'End chat' }).click();
     await host.page.getByRole('button', { name: 'End chat for both' }).click();
@@ -586,11 +578,7 @@ describe('in Chromium', () => {
     });
     const { code } = await hostRoom(host.page, app.chatUrl);
     await joinRoom(guest.page, app.chatUrl, code);
-    await eventually(
-      () => textOf(host.page, '#partner-status'),
-      (text) => text.includes('online'),
-      'host sees the guest online',
-    );
+    await seesPartnerOnline(host.page, 'host sees the guest online');
     deaf = true;
     await guest.page.getByRole('link', { name: 'End chat' }).click();
     await guest.page.getByRole('button', { name: 'End chat for both' }).click();

@@ -28,11 +28,15 @@ describe('the embedded PostgreSQL password', () => {
   after(async () => {
     for (const dir of dirs) await rm(dir, { recursive: true, force: true });
   });
-
-  it('is drawn for a new cluster, kept at mode 0600 beside it, and used again on the next start', async () => {
+  /** Where a new cluster goes: `pg` in a fresh folder, with room beside it for its password file. */
+  const freshDataDir = async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'ccc-pgpass-'));
     dirs.push(dir);
-    const dataDir = path.join(dir, 'pg');
+    return path.join(dir, 'pg');
+  };
+
+  it('is drawn for a new cluster, kept at mode 0600 beside it, and used again on the next start', async () => {
+    const dataDir = await freshDataDir();
     const first = await startEmbeddedPostgres({ dataDir, database: 'chat' });
     const password = (await readFile(`${dataDir}.password`, 'utf8')).trim();
     try {
@@ -54,9 +58,7 @@ describe('the embedded PostgreSQL password', () => {
   });
 
   it('replaces the built-in password of a cluster made before', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'ccc-pgpass-'));
-    dirs.push(dir);
-    const dataDir = path.join(dir, 'pg');
+    const dataDir = await freshDataDir();
     // A cluster as earlier versions left it: the built-in password, no password file.
     const old = await startEmbeddedPostgres({ dataDir, database: 'chat' });
     const drawn = (await readFile(`${dataDir}.password`, 'utf8')).trim();

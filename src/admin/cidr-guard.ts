@@ -1,14 +1,12 @@
 import { isIP } from 'node:net';
 import fp from 'fastify-plugin';
+import { recordedIp } from '../audit/audit-log.ts';
 import { toBlockList } from '../config.ts';
 import { HttpError } from '../web/errors.ts';
 
-const MAPPED_IPV4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
-
 /** `::ffff:10.1.2.3` is the IPv4 peer 10.1.2.3 seen through a dual-stack socket. */
 export function normalizeAddress(address: string): { address: string; family: 'ipv4' | 'ipv6' } | undefined {
-  const mapped = MAPPED_IPV4.exec(address);
-  const plain = mapped?.[1] ?? address.replace(/%.*$/, '');
+  const plain = recordedIp(address).replace(/%.*$/, '');
   const family = isIP(plain);
   if (family === 0) return undefined;
   return { address: plain, family: family === 4 ? 'ipv4' : 'ipv6' };

@@ -88,15 +88,17 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
      * MAX_REFUSED_KEYS (a flood from many addresses) refusals go unrecorded until entries expire.
      */
     const refusedUntil = new Map<string, number>();
-    const firstRefusal = (key: string, retryAfterSeconds: number): boolean => {
+    /** When the window of this first refusal ends; undefined when it is not the first. */
+    const firstRefusal = (key: string, retryAfterSeconds: number): number | undefined => {
       const now = Date.now();
-      if ((refusedUntil.get(key) ?? 0) > now) return false;
+      if ((refusedUntil.get(key) ?? 0) > now) return undefined;
       if (refusedUntil.size >= MAX_REFUSED_KEYS) {
         for (const [known, until] of refusedUntil) if (until <= now) refusedUntil.delete(known);
-        if (refusedUntil.size >= MAX_REFUSED_KEYS) return false;
+        if (refusedUntil.size >= MAX_REFUSED_KEYS) return undefined;
       }
-      refusedUntil.set(key, now + retryAfterSeconds * 1000);
-      return true;
+      const until = now + retryAfterSeconds * 1000;
+      refusedUntil.set(key, until);
+      return until;
     };
 
     const check = async (
@@ -126,7 +128,8 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
         verdict = await fallbacks[name].hit(key);
       }
       if (verdict.allowed) return;
-      if (firstRefusal(key, verdict.retryAfterSeconds)) {
+      const until = firstRefusal(key, verdict.retryAfterSeconds);
+      if (until !== undefined) {
         await audit
           .record({
             source: 'chat',
@@ -135,7 +138,7 @@ export const rateLimitsPlugin = fp<RateLimitOptions>(
             roomCode: context.roomCode ?? null,
             detail: {
               limit: name,
-              until: new Date(Date.now() + verdict.retryAfterSeconds * 1000).toISOString(),
+              until: new Date(until).toISOString(),
             },
           })
           .catch(() => undefined);
