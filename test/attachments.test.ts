@@ -759,8 +759,11 @@ describe('images on the disk store', () => {
     assert.match(refused, /retry-after: 5/i);
     fifth.socket.destroy();
     for (const upload of trickling) upload.socket.destroy();
-    // Once they are gone, uploads go through again.
+    // Once they are gone, uploads go through again, from that address too (its count was given back).
     await new Promise((resolve) => setTimeout(resolve, 100));
+    const again = await slowUpload(code, sender);
+    assert.ok(await noAnswerWithin(again.answer, 200), 'read, not refused');
+    again.socket.destroy();
     assert.equal((await upload(sender, code, await images.png())).statusCode, 303);
   });
 
