@@ -49,5 +49,5 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
 # objects allocated for requests reach the old generation at 2-4 MB/s, so a full collection ran
 # every two seconds, each a 30-50 ms hole in delivery; with the floor it runs every half minute at
 # 5,000 messages/s. It costs memory only while there is garbage to hold (below 128 MB); with
-# 20,000 idle sockets the live heap is already near it (npm run bench; README, Performance).
+# 20,000 idle sockets the live heap is already near it (npm run bench; docs/performance.md).
 CMD ["node", "--initial-old-space-size=128", "dist/src/main.js"]

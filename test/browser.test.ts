@@ -25,7 +25,8 @@ import { insertImage, insertMessage, roomIdOf } from './helpers/messages.ts';
 
 /**
  * Screenshots go to test-results/ on every run; `UPDATE_SCREENSHOTS=1 npm test` refreshes the
- * ones the README shows (they change with every run: random codes, names and times).
+ * ones in docs/screenshots that the README and docs/interface.md show (they change with every run:
+ * random codes, names and times).
  */
 const SCREENSHOTS = process.env.UPDATE_SCREENSHOTS
   ? projectPath('docs', 'screenshots')

@@ -73,7 +73,7 @@ const PRESETS: Record<
     setupConcurrency: 16,
     budget: 60,
   },
-  // The numbers for the README: 10,000 rooms of idle sockets held through a heartbeat round.
+  // The run of record (docs/performance.md): 10,000 rooms of idle sockets held through a heartbeat round.
   full: {
     rooms: 200,
     rate: 1000,
@@ -121,7 +121,7 @@ const PRESETS: Record<
 
 export const USAGE = `npm run bench -- [options]
 
-  --full                 the README run (10,000 socket rooms, longer steps; several minutes)
+  --full                 the run of record (docs/performance.md): 10,000 socket rooms, longer steps
   --smoke                a tiny run for tests (5 rooms, 1 s steps, low rates)
   --steps LIST           ${STEPS.join(',')} (default: all)
   --targets LIST         app,relay (default: both; ratios need both)

@@ -78,7 +78,7 @@ type Lease = {
  * was granted (up to `max`) to spend locally, so with a lease of n only one hit in n needs the
  * store; a full window is remembered until it ends, so refusals cost no call either. When a
  * quarter of a lease is left, the next one is asked for in the background, so a key in steady use
- * never waits for the store (see README, Performance: every sender waiting for its lease at once
+ * never waits for the store (see docs/performance.md: every sender waiting for its lease at once
  * was a latency spike). The shared count never passes `max` in granted units, so no key ever gets
  * more than `max` hits per window across all processes; a key served by several processes at once
  * may be refused a few units early (units another process leased and has not spent yet: at most a
@@ -166,7 +166,7 @@ export class LeasedRateLimiter {
   }
 }
 
-/** The lease for a limit of `max` per window: about a twentieth of it, at most 50 (see README). */
+/** The lease for a limit of `max` per window: about a twentieth of it, at most 50 (see docs/security.md, Limits). */
 export function leaseSize(max: number): number {
   return Math.max(1, Math.min(50, Math.floor(max / 20)));
 }

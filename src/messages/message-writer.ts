@@ -119,7 +119,7 @@ function sqlState(error: unknown): string | undefined {
  * that finds the writer idle waits `gatherMs` (2 ms) for others to join it: at 1,000 messages/s
  * that halves the commits, and with them about a fifth of the machine's CPU (PostgreSQL's
  * per-commit work, the app's per-query work), which is what the latency tail on a busy machine
- * comes from; p99 went from 20-31 ms to 17-22 ms in the benchmark (README, Performance).
+ * comes from; p99 went from 20-31 ms to 17-22 ms in the benchmark (docs/performance.md).
  *
  * Each transaction locks its rooms in id order (no deadlocks between batches), reserves a range
  * of seqs per room, seals every body with AAD = room id + seq, and inserts all rows in one

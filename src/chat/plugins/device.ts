@@ -28,7 +28,7 @@ export const devicePlugin = fp<{ cookieSecure: boolean | undefined }>(
     app.decorateRequest('device', undefined);
     app.decorateRequest('actor', undefined as unknown as Actor);
     // Hooks on every request take the callback form: an async hook costs a promise and a
-    // microtask turn per request (see README, Performance).
+    // microtask turn per request (see docs/performance.md).
     app.addHook('onRequest', (request, _reply, done) => {
       const cookies = request.cookies ?? {};
       // Over HTTPS only the __Host- cookie counts: a plain one can be planted by a sibling
