@@ -262,6 +262,30 @@ describe('uploading images in a browser', { skip: !existsSync(CHROMIUM) && 'no C
     }
   });
 
+  it('sent with Enter in the caption, the folded panel hands the focus to its toggle', async () => {
+    const { code, host } = await openRoom(app.chat);
+    const { context, page } = await pageFor(browser, app, host);
+    try {
+      await page.goto(`${app.chatUrl}/rooms/${code}`);
+      await page.getByText('Send an image', { exact: true }).click();
+      await page.setInputFiles('#upload-file', {
+        name: 'keys.png',
+        mimeType: 'image/png',
+        buffer: await images.png(40, 40),
+      });
+      await page.focus('#upload-caption');
+      await page.keyboard.type('by keyboard');
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('#messages li.message-mine img');
+      // The caption field is hidden once the panel folds; the focus must not stay on it (the
+      // browser would drop it to the page at its next frame).
+      await page.waitForFunction(() => document.activeElement?.tagName === 'SUMMARY');
+      assert.equal(await page.isVisible('#upload-caption'), false, 'folded after sending');
+    } finally {
+      await context.close();
+    }
+  });
+
   it('goes live even when the WebSocket extension arrives after htmx (slow network)', async () => {
     const { code, host } = await openRoom(app.chat);
     const { context, page } = await pageFor(browser, app, host);

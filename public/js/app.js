@@ -562,12 +562,15 @@
     // of this one and dropped.
     const id = form.querySelector('input[name="client_msg_id"]');
     if (id) id.value = newMessageId();
+    // Noted now: htmx disables the button (hx-disable) before htmx:before:request, and a browser
+    // that drops the focus from a disabled element (Chromium 150 does, at once) has already moved
+    // it to the page by then.
+    form.dataset.focusWasInside = String(form.contains(document.activeElement));
   });
 
   document.addEventListener('htmx:before:request', (event) => {
     const form = event.target;
     if (form !== uploadForm()) return;
-    form.dataset.focusWasInside = String(form.contains(document.activeElement));
     const progress = form.querySelector('progress');
     if (progress) {
       progress.value = 0;
@@ -602,15 +605,17 @@
       const panel = form.closest('details');
       if (panel) panel.open = false;
     }
-    // The button was disabled while sending, which took the focus from it: give it back (to the
-    // panel's toggle when the panel folded), so a keyboard user goes on from where they were.
-    if (form.dataset.focusWasInside === 'true' && !form.contains(document.activeElement)) {
-      const target =
-        form.closest('details')?.open === false
-          ? form.closest('details')?.querySelector('summary')
-          : form.querySelector('button[type="submit"]');
-      // After htmx has enabled the button again (it does so right after this event).
-      setTimeout(() => target?.focus(), 0);
+    // The focus was in the form when it was sent: keep it there for a keyboard user. A folded panel
+    // hides the caption field (the browser lets go of a hidden field's focus at its next frame), so
+    // it goes to the panel's toggle; otherwise back to the button, whose disabling took it away.
+    if (form.dataset.focusWasInside === 'true') {
+      const panel = form.closest('details');
+      if (panel?.open === false) panel.querySelector('summary')?.focus();
+      else if (!form.contains(document.activeElement)) {
+        const button = form.querySelector('button[type="submit"]');
+        // After htmx has enabled the button again (it does so right after this event).
+        setTimeout(() => button?.focus(), 0);
+      }
     }
     delete form.dataset.focusWasInside;
   });
