@@ -40,7 +40,7 @@ const database = await startEmbeddedPostgres({
   // Tests need no crash safety; this only speeds up the throwaway cluster.
   settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '400' },
 });
-const template = await createDbPool(database.url, { maximumPoolSize: 1 });
+const template = await createDbPool(database.url, { maxPoolSize: 1 });
 await migrate(template, projectPath('migrations'));
 await template.end();
 process.stdout.write(

@@ -99,11 +99,19 @@ function decodeMasterKey(name: string, value: string): Buffer {
 const emptyAsUndefined = (value: unknown) =>
   typeof value === 'string' && value.trim() === '' ? undefined : value;
 
+/**
+ * A number read from text. Zod 4 refuses Infinity as "not a number"; to an operator who wrote it
+ * the clearer answer is the bound it passes, `tooBig`.
+ */
+const numberText = (tooBig: string) =>
+  z.coerce.number({
+    error: (issue) => (issue.input === Number.POSITIVE_INFINITY ? tooBig : 'must be a number'),
+  });
+
 const port = (fallback: number) =>
   z.preprocess(
     emptyAsUndefined,
-    z.coerce
-      .number({ invalid_type_error: 'must be a number' })
+    numberText('must be between 0 and 65535')
       .int('must be a whole number')
       .min(0, 'must be between 0 and 65535')
       .max(65535, 'must be between 0 and 65535')
@@ -112,10 +120,7 @@ const port = (fallback: number) =>
 
 /** A number above 0 and at most `max` (Infinity and 1e300 would pass `positive` and break timers). */
 const boundedNumber = (max: number) =>
-  z.coerce
-    .number({ invalid_type_error: 'must be a number' })
-    .positive('must be greater than 0')
-    .max(max, `must be at most ${max}`);
+  numberText(`must be at most ${max}`).positive('must be greater than 0').max(max, `must be at most ${max}`);
 
 const positiveNumber = (fallback: number, max: number) =>
   z.preprocess(emptyAsUndefined, boundedNumber(max).default(fallback));
@@ -123,8 +128,7 @@ const positiveNumber = (fallback: number, max: number) =>
 const positiveInt = (fallback: number) =>
   z.preprocess(
     emptyAsUndefined,
-    z.coerce
-      .number({ invalid_type_error: 'must be a number' })
+    numberText('must be a whole number')
       .int('must be a whole number')
       .positive('must be greater than 0')
       .default(fallback),
@@ -133,9 +137,7 @@ const positiveInt = (fallback: number) =>
 const booleanText = z.preprocess(
   emptyAsUndefined,
   z
-    .enum(['true', 'false', '1', '0', 'yes', 'no'], {
-      errorMap: () => ({ message: 'must be true or false' }),
-    })
+    .enum(['true', 'false', '1', '0', 'yes', 'no'], { error: 'must be true or false' })
     .transform((value) => value === 'true' || value === '1' || value === 'yes')
     .optional(),
 );
@@ -152,7 +154,7 @@ const cidrList = (fallback: string) =>
         try {
           return parseCidrList(value);
         } catch (error) {
-          ctx.addIssue({ code: z.ZodIssueCode.custom, message: (error as Error).message });
+          ctx.addIssue({ code: 'custom', message: (error as Error).message });
           return z.NEVER;
         }
       }),
@@ -173,7 +175,7 @@ const hostnameList = z.preprocess(
         .filter((name) => name !== '');
       const bad = names.find((name) => !HOSTNAME.test(name));
       if (bad !== undefined) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${bad}" is not a host name` });
+        ctx.addIssue({ code: 'custom', message: `"${bad}" is not a host name` });
         return z.NEVER;
       }
       return names;

@@ -15,7 +15,7 @@ import type { JsonValue } from './canonical-json.ts';
 export const ROOM_RECORD_FORMAT = 'chittychattychat.room-record';
 export const ROOM_RECORD_VERSION = 1;
 
-const isoTime = z.string().datetime();
+const isoTime = z.iso.datetime();
 const slot = z.union([z.literal(1), z.literal(2)]);
 export const roomStatusSchema = z.enum(['pending', 'active', 'expired', 'archived', 'shredded']);
 const endReason = z.enum(['expired', 'ended', 'lapsed']);
@@ -24,7 +24,7 @@ export const roomRecordSchema = z.object({
   format: z.literal(ROOM_RECORD_FORMAT),
   version: z.literal(ROOM_RECORD_VERSION),
   room: z.object({
-    id: z.string().uuid(),
+    id: z.uuid(),
     code: z.string(),
     status: roomStatusSchema,
     createdAt: isoTime,
