@@ -117,8 +117,11 @@ export async function startApp(options: {
  * Compiles the app into dist/ as `npm run build` does (without the browser assets), incrementally
  * (dist/.tsbuildinfo), so a second run with unchanged sources takes a moment.
  */
-export function buildApp(): Promise<void> {
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+export async function buildApp(): Promise<void> {
+  // The package's own `bin` entry: TypeScript 7 exports no `typescript/bin/tsc` subpath.
+  const manifest = createRequire(import.meta.url).resolve('typescript/package.json');
+  const { bin } = JSON.parse(await readFile(manifest, 'utf8')) as { bin: { tsc: string } };
+  const tsc = path.join(path.dirname(manifest), bin.tsc);
   const args = [tsc, '-p', projectPath('tsconfig.build.json'), '--incremental'];
   args.push('--tsBuildInfoFile', projectPath('dist', '.tsbuildinfo'));
   return new Promise((resolve, reject) => {
