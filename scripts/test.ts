@@ -12,7 +12,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createDbPool, migrate } from '../src/infra/db.ts';
-import { startEmbeddedPostgres } from '../src/infra/embedded-postgres.ts';
+import { EmbeddedPostgresError, startEmbeddedPostgres } from '../src/infra/embedded-postgres.ts';
 import { projectPath } from '../src/paths.ts';
 
 async function findTests(directory: string): Promise<string[]> {
@@ -39,12 +39,17 @@ const database = await startEmbeddedPostgres({
   database: 'ccc_template',
   // Tests need no crash safety; this only speeds up the throwaway cluster.
   settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '400' },
+}).catch(async (error: unknown) => {
+  await rm(tempDir, { recursive: true, force: true });
+  if (!(error instanceof EmbeddedPostgresError)) throw error;
+  process.stderr.write(`test harness: ${error.message}\n`);
+  process.exit(1);
 });
 const template = await createDbPool(database.url, { maxPoolSize: 1 });
 await migrate(template, projectPath('migrations'));
 await template.end();
 process.stdout.write(
-  `test harness: PostgreSQL ready in ${Date.now() - started} ms; ${files.length} test files\n`,
+  `test harness: PostgreSQL ready in ${Date.now() - started} ms (binaries in ${database.binaries}); ${files.length} test files\n`,
 );
 
 let exitCode = 1;

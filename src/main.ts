@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { createAdminServer } from './admin/app.ts';
 import { createChatServer } from './chat/app.ts';
 import { ConfigError, loadConfig } from './config.ts';
+import { EmbeddedPostgresError } from './infra/embedded-postgres.ts';
 import { createLogger } from './infra/logger.ts';
 import { openResources } from './resources.ts';
 import { createServices } from './services.ts';
@@ -81,6 +82,9 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  process.stderr.write(`chittychattychat: failed to start: ${(error as Error)?.stack ?? String(error)}\n`);
+  // The embedded database says in one line what went wrong and where; a stack adds nothing.
+  const detail =
+    error instanceof EmbeddedPostgresError ? error.message : ((error as Error)?.stack ?? String(error));
+  process.stderr.write(`chittychattychat: failed to start: ${detail}\n`);
   process.exit(1);
 });

