@@ -1,7 +1,10 @@
-# syntax=docker/dockerfile:1
 # ChittyChattyChat: one Node.js process serving the chat (5055) and the admin panel (5056).
+# BASE_IMAGE: an image with Node 24, npm and a `node` user, as node:24-bookworm-slim has.
+# `npm run test:docker` builds this file on a stand-in made from Debian packages (no registry
+# is reachable there) and runs it; see docs/operations.md, The image.
+ARG BASE_IMAGE=node:24-bookworm-slim
 
-FROM node:24-bookworm-slim AS build
+FROM ${BASE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci
@@ -14,7 +17,7 @@ COPY migrations ./migrations
 # Compiles TypeScript to dist/ and builds public/css/app.css and public/js/vendor/.
 RUN npm run build
 
-FROM node:24-bookworm-slim AS runtime
+FROM ${BASE_IMAGE} AS runtime
 ENV NODE_ENV=production
 # sharp's worker threads each grow a glibc malloc arena and keep it: after image uploads the
 # process held ~90 MB more than with two arenas, at the same upload rate (npm run bench).
