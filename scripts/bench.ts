@@ -31,11 +31,13 @@ import {
   appOpenSockets,
   buildApp,
   type CpuUse,
+  createDatabase,
   eventLoopP99,
   fileDescriptors,
   machineInfo,
   measureCpu,
   postgresPids,
+  prepareBaseline,
   redisPids,
   rssOf,
   type Service,
@@ -57,7 +59,8 @@ const log = (message: string) =>
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const withinBudget = () => Date.now() < budgetEnd;
 
-type Targets = { app?: Service & { adminUrl: string }; relay?: Service };
+type AppService = Service & { adminUrl: string };
+type Targets = { app?: AppService; base?: AppService; relay?: Service };
 
 type MessageSummary = Pick<
   MessageRunResult,
@@ -103,20 +106,42 @@ async function main(): Promise<void> {
     report.machine = machine;
 
     const targets: Targets = {};
+    const appEnv = {
+      limits: { send: 100_000_000, join: 10_000_000, create: 10_000_000, upload: 10_000_000 },
+      ...(options.cpuProf ? { cpuProfileDir: path.resolve(options.cpuProf) } : {}),
+      nodeArgs: options.appNodeArgs,
+      ...(options.appNode ? { node: options.appNode } : {}),
+      built: !options.tsx,
+    };
+    if (options.targets.includes('base')) {
+      // A/B: the baseline gets a database and a Redis of its own on the same machine.
+      log(`building the baseline ${options.baseline} in a temporary worktree`);
+      const baseline = await prepareBaseline(options.baseline as string, dir);
+      stops.push(() => baseline.remove());
+      report.baseline = { revision: options.baseline, commit: baseline.commit };
+      const baseRedis = await startRedis();
+      stops.push(() => baseRedis.stop());
+      const base = await startApp({
+        ...appEnv,
+        root: baseline.root,
+        databaseUrl: await createDatabase(database.url, 'chittychat_base'),
+        redisUrl: baseRedis.url,
+        dataDir: path.join(dir, 'base'),
+      });
+      targets.base = base;
+      log(`baseline ${baseline.commit.slice(0, 10)} pid ${base.pid}: ${base.url}`);
+      stops.push(() => base.process.stop('SIGTERM'));
+    }
     if (options.targets.includes('app')) {
       await built;
       log(
         `starting the app (${options.tsx ? 'src/main.ts through tsx' : 'node dist/src/main.js'}, its own process, node ${machine.appNode})`,
       );
       const app = await startApp({
+        ...appEnv,
         databaseUrl: database.url,
         redisUrl: redis.url,
         dataDir: path.join(dir, 'app'),
-        limits: { send: 100_000_000, join: 10_000_000, create: 10_000_000, upload: 10_000_000 },
-        ...(options.cpuProf ? { cpuProfileDir: path.resolve(options.cpuProf) } : {}),
-        nodeArgs: options.appNodeArgs,
-        ...(options.appNode ? { node: options.appNode } : {}),
-        built: !options.tsx,
       });
       targets.app = app;
       log(`app pid ${app.pid}: ${app.url} (admin ${app.adminUrl})`);
@@ -137,9 +162,13 @@ async function main(): Promise<void> {
       options,
       targets,
       workers,
-      settleDatabase: () => settleDatabase(database.url),
+      settleDatabase: async () => {
+        await settleDatabase(database.url);
+        if (targets.base) await settleDatabase(database.url.replace(/\/[^/]*$/, '/chittychat_base'));
+      },
       cpuGroups: {
         app: async () => (targets.app ? [targets.app.pid] : []),
+        base: async () => (targets.base ? [targets.base.pid] : []),
         relay: async () => (targets.relay ? [targets.relay.pid] : []),
         postgres: () => postgresPids(database.dataDir),
         redis: () => redisPids(redis.port),
@@ -173,7 +202,8 @@ async function main(): Promise<void> {
   }
   report.finishedAt = new Date().toISOString();
   report.durationSeconds = round((Date.now() - startedAt) / 1000, 1);
-  const rows = summarize(report);
+  const other: Target = options.targets.includes('base') ? 'base' : 'relay';
+  const rows = summarize(report, other);
   report.table = rows;
   await mkdir(options.out, { recursive: true });
   const file = path.join(
@@ -181,7 +211,9 @@ async function main(): Promise<void> {
     `bench-${new Date(startedAt).toISOString().replace(/[:.]/g, '-')}.json`,
   );
   await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
-  process.stdout.write(`\n${table(rows)}\n\n`);
+  process.stdout.write(
+    `\n${table(rows, other === 'base' ? `baseline ${options.baseline}` : 'bare relay', other === 'base' ? 'app/base' : 'app/relay')}\n\n`,
+  );
   for (const note of notes) process.stdout.write(`- ${note}\n`);
   process.stdout.write(`\nreport: ${file}\n`);
 }
@@ -290,8 +322,7 @@ async function runMessages(
 ): Promise<MessageSummary> {
   const { workers, options } = context;
   const service = context.targets[target];
-  const eldUrl =
-    target === 'app' ? (service as Service & { adminUrl: string }).adminUrl : urlOf(context, target);
+  const eldUrl = target === 'relay' ? urlOf(context, target) : (service as AppService).adminUrl;
   await eventLoopP99(target, eldUrl); // resets the histogram
   const cpu = await measureCpu(context.cpuGroups);
   const durationMs = Math.round(seconds * 1000);
@@ -393,16 +424,16 @@ async function messageSteps(
     if (opened.rooms.length === 0) throw new Error(`no room could be opened: ${opened.errors.join('; ')}`);
     const connected = await connectRooms(context, target, group, deal(opened.rooms, workers.length), 60_000);
     if (connected.failed > 0) throw new Error(`sockets failed to connect: ${connected.errors.join('; ')}`);
-    if (target === 'app') {
+    if (target !== 'relay') {
       // After the rooms exist: analyzed before, the statistics said there were none, and the
       // writer's plan then walked every live room for each batch (a long-running database has
       // its rooms analyzed: each message updates its room, so autovacuum analyzes them often).
-      log('messages (app): vacuum, analyze and checkpoint the database');
+      log(`messages (${target}): vacuum, analyze and checkpoint the database`);
       await context.settleDatabase();
     }
     await sleep(500);
     // The relay's path is a few lines; one second warms it.
-    const warmup = target === 'app' ? options.warmup : Math.min(1, options.warmup);
+    const warmup = target !== 'relay' ? options.warmup : Math.min(1, options.warmup);
     if (warmup > 0 && withinBudget()) {
       log(`messages (${target}): warming up at ${options.rate}/s for ${warmup} s (not measured)`);
       await runMessages(context, target, options.rate, warmup);
@@ -549,8 +580,7 @@ async function socketStep(context: Context, target: Target): Promise<Record<stri
     const open = stats.reduce((sum, item) => sum + item.open, 0);
     const pings = stats.reduce((sum, item) => sum + item.pings, 0);
     const rssAfter = await rssOf(service.pid);
-    const counted =
-      target === 'app' ? await appOpenSockets((service as Service & { adminUrl: string }).adminUrl) : null;
+    const counted = target !== 'relay' ? await appOpenSockets((service as AppService).adminUrl) : null;
     return {
       roomsAsked: options.socketRooms,
       rooms: openedRooms,
@@ -631,7 +661,7 @@ async function pageStep(context: Context, target: Target): Promise<Record<string
   const worker = context.workers[0] as Worker;
   const baseUrl = urlOf(context, target);
   const room = await oneRoom(context, target);
-  if (target === 'app') {
+  if (target !== 'relay') {
     await worker.call({ cmd: 'fill-room', baseUrl, room, count: PAGE_MESSAGES }, 60_000);
   }
   const page = await worker.call<ProbeResult>(
@@ -747,8 +777,11 @@ async function uploadStep(context: Context, target: Target): Promise<Record<stri
 
 type Figures = Record<string, Record<string, unknown> | undefined>;
 
-/** The table (and the `targets` verdicts) from the step results. */
-function summarize(report: Record<string, unknown>): Row[] {
+/**
+ * The table (and the `targets` verdicts) from the step results: the app beside `other`, the bare
+ * relay (the floor) or, in an A/B run, the baseline.
+ */
+function summarize(report: Record<string, unknown>, other: Target): Row[] {
   const steps = report.steps as Record<string, Figures>;
   const get = (step: string, target: Target): Record<string, unknown> | undefined => steps[step]?.[target];
   const num = (value: unknown): number | null => (typeof value === 'number' ? value : null);
@@ -758,71 +791,71 @@ function summarize(report: Record<string, unknown>): Row[] {
   const checked = (
     figure: string,
     app: number | null,
-    relay: unknown,
+    other: unknown,
     target: string,
     name: string,
     meets: (value: number) => boolean,
   ) => {
     const met = app !== null && meets(app);
     verdicts.push({ name, target, measured: app, met });
-    return row(figure, app, relay, target, met);
+    return row(figure, app, other, target, met);
   };
 
   const appBest = get('throughput', 'app');
-  const relayBest = get('throughput', 'relay');
-  if (appBest || relayBest) {
+  const otherBest = get('throughput', other);
+  if (appBest || otherBest) {
     const appRate = num(appBest?.durableMessagesPerSecond);
     const appP99 = num((appBest?.best as MessageSummary | null)?.delivery.p99Ms);
     rows.push(
       checked(
         `messages/s, p99 < ${(appBest?.p99LimitMs as number) ?? 50} ms (acked after commit)`,
         appRate,
-        num(relayBest?.durableMessagesPerSecond),
+        num(otherBest?.durableMessagesPerSecond),
         '≥ 5,000',
         'durable messages/s with p99 < 50 ms',
         (value) => value >= 5000,
       ),
-      row('  p99 at that rate, ms', appP99, num((relayBest?.best as MessageSummary | null)?.delivery.p99Ms)),
+      row('  p99 at that rate, ms', appP99, num((otherBest?.best as MessageSummary | null)?.delivery.p99Ms)),
       row(
         '  event-loop p99 at that rate, ms',
         num((appBest?.best as MessageSummary | null)?.eventLoopP99Ms),
-        num((relayBest?.best as MessageSummary | null)?.eventLoopP99Ms),
+        num((otherBest?.best as MessageSummary | null)?.eventLoopP99Ms),
       ),
     );
   }
   const appLatency = get('latency', 'app') as (MessageSummary & Record<string, unknown>) | undefined;
-  const relayLatency = get('latency', 'relay') as (MessageSummary & Record<string, unknown>) | undefined;
-  if (appLatency || relayLatency) {
-    const rate = appLatency?.rate ?? relayLatency?.rate;
+  const otherLatency = get('latency', other) as (MessageSummary & Record<string, unknown>) | undefined;
+  if (appLatency || otherLatency) {
+    const rate = appLatency?.rate ?? otherLatency?.rate;
     const p99 = num(appLatency?.delivery?.p99Ms);
     rows.push(
-      row(`p50 at ${rate}/s, ms`, num(appLatency?.delivery?.p50Ms), num(relayLatency?.delivery?.p50Ms)),
+      row(`p50 at ${rate}/s, ms`, num(appLatency?.delivery?.p50Ms), num(otherLatency?.delivery?.p50Ms)),
       checked(
         `p99 at ${rate}/s, ms`,
         p99,
-        num(relayLatency?.delivery?.p99Ms),
+        num(otherLatency?.delivery?.p99Ms),
         '< 15',
         `p99 at ${rate} messages/s`,
         (value) => value < 15,
       ),
-      row(`p99.9 at ${rate}/s, ms`, num(appLatency?.delivery?.p999Ms), num(relayLatency?.delivery?.p999Ms)),
+      row(`p99.9 at ${rate}/s, ms`, num(appLatency?.delivery?.p999Ms), num(otherLatency?.delivery?.p999Ms)),
       row(
         `event-loop p99 at ${rate}/s, ms`,
         num(appLatency?.eventLoopP99Ms),
-        num(relayLatency?.eventLoopP99Ms),
+        num(otherLatency?.eventLoopP99Ms),
       ),
     );
   }
   const appSockets = get('sockets', 'app');
-  const relaySockets = get('sockets', 'relay');
-  if (appSockets || relaySockets) {
+  const otherSockets = get('sockets', other);
+  if (appSockets || otherSockets) {
     const open = num(appSockets?.openAfterHold);
     const rss = num(appSockets?.rssAfterMB);
     rows.push(
       checked(
         'idle sockets held',
         open,
-        num(relaySockets?.openAfterHold),
+        num(otherSockets?.openAfterHold),
         '20,000',
         'open sockets in one process',
         (value) => value >= 20_000,
@@ -830,40 +863,40 @@ function summarize(report: Record<string, unknown>): Row[] {
       checked(
         '  RSS with them, MB',
         rss,
-        num(relaySockets?.rssAfterMB),
+        num(otherSockets?.rssAfterMB),
         '≤ 500',
         'RSS with the sockets',
         (value) => value <= 500,
       ),
-      row('  RSS per socket, KB', num(appSockets?.rssPerSocketKB), num(relaySockets?.rssPerSocketKB)),
+      row('  RSS per socket, KB', num(appSockets?.rssPerSocketKB), num(otherSockets?.rssPerSocketKB)),
     );
   }
   const appPage = get('page', 'app');
-  const relayPage = get('page', 'relay');
-  if (appPage || relayPage) {
+  const otherPage = get('page', other);
+  if (appPage || otherPage) {
     const rps = num(appPage?.requestsPerSecond);
     const p99 = num(appPage?.p99Ms);
     rows.push(
       checked(
         'room page (50 messages), requests/s',
         rps,
-        num(relayPage?.requestsPerSecond),
+        num(otherPage?.requestsPerSecond),
         '≥ 2,000',
         'room page requests/s',
         (value) => value >= 2000,
       ),
-      checked('  p99, ms', p99, num(relayPage?.p99Ms), '< 50', 'room page p99', (value) => value < 50),
+      checked('  p99, ms', p99, num(otherPage?.p99Ms), '< 50', 'room page p99', (value) => value < 50),
     );
   }
   const appHealth = get('health', 'app');
-  const relayHealth = get('health', 'relay');
-  if (appHealth || relayHealth) {
+  const otherHealth = get('health', other);
+  if (appHealth || otherHealth) {
     const rps = num(appHealth?.requestsPerSecond);
     rows.push(
       checked(
         '/health requests/s',
         rps,
-        num(relayHealth?.requestsPerSecond),
+        num(otherHealth?.requestsPerSecond),
         '≥ 15,000',
         '/health requests/s',
         (value) => value >= 15_000,
@@ -871,13 +904,13 @@ function summarize(report: Record<string, unknown>): Row[] {
     );
   }
   const appUpload = get('upload', 'app');
-  const relayUpload = get('upload', 'relay');
-  if (appUpload || relayUpload) {
+  const otherUpload = get('upload', other);
+  if (appUpload || otherUpload) {
     rows.push(
       row(
         '1 MB image uploads/s',
         appUpload?.available === false ? 'not available' : num(appUpload?.uploadsPerSecond),
-        num(relayUpload?.uploadsPerSecond),
+        num(otherUpload?.uploadsPerSecond),
       ),
     );
   }
@@ -885,16 +918,16 @@ function summarize(report: Record<string, unknown>): Row[] {
   report.ratios = {
     durableMessagesPerSecond: ratio(
       num(appBest?.durableMessagesPerSecond),
-      num(relayBest?.durableMessagesPerSecond),
+      num(otherBest?.durableMessagesPerSecond),
     ),
-    latencyP50: ratio(num(appLatency?.delivery?.p50Ms), num(relayLatency?.delivery?.p50Ms)),
-    latencyP99: ratio(num(appLatency?.delivery?.p99Ms), num(relayLatency?.delivery?.p99Ms)),
-    latencyP999: ratio(num(appLatency?.delivery?.p999Ms), num(relayLatency?.delivery?.p999Ms)),
-    eventLoopP99: ratio(num(appLatency?.eventLoopP99Ms), num(relayLatency?.eventLoopP99Ms)),
-    rssPerSocket: ratio(num(appSockets?.rssPerSocketKB), num(relaySockets?.rssPerSocketKB)),
-    pageRequestsPerSecond: ratio(num(appPage?.requestsPerSecond), num(relayPage?.requestsPerSecond)),
-    healthRequestsPerSecond: ratio(num(appHealth?.requestsPerSecond), num(relayHealth?.requestsPerSecond)),
-    uploadsPerSecond: ratio(num(appUpload?.uploadsPerSecond), num(relayUpload?.uploadsPerSecond)),
+    latencyP50: ratio(num(appLatency?.delivery?.p50Ms), num(otherLatency?.delivery?.p50Ms)),
+    latencyP99: ratio(num(appLatency?.delivery?.p99Ms), num(otherLatency?.delivery?.p99Ms)),
+    latencyP999: ratio(num(appLatency?.delivery?.p999Ms), num(otherLatency?.delivery?.p999Ms)),
+    eventLoopP99: ratio(num(appLatency?.eventLoopP99Ms), num(otherLatency?.eventLoopP99Ms)),
+    rssPerSocket: ratio(num(appSockets?.rssPerSocketKB), num(otherSockets?.rssPerSocketKB)),
+    pageRequestsPerSecond: ratio(num(appPage?.requestsPerSecond), num(otherPage?.requestsPerSecond)),
+    healthRequestsPerSecond: ratio(num(appHealth?.requestsPerSecond), num(otherHealth?.requestsPerSecond)),
+    uploadsPerSecond: ratio(num(appUpload?.uploadsPerSecond), num(otherUpload?.uploadsPerSecond)),
   };
   return rows;
 }

@@ -6,7 +6,12 @@ export type Step = (typeof STEPS)[number];
 export type BenchOptions = {
   preset: 'short' | 'full' | 'smoke';
   steps: Step[];
-  targets: ('app' | 'relay')[];
+  targets: ('app' | 'base' | 'relay')[];
+  /**
+   * A git revision to compare the app with in the same run (A/B): built in a temporary worktree,
+   * run as the target `base` beside `app`, each step alternating between the two.
+   */
+  baseline: string | undefined;
   /** Rooms (two connected devices each) that carry the message load. */
   rooms: number;
   /** Rate of the latency step, messages per second. */
@@ -49,7 +54,10 @@ export type BenchOptions = {
 
 const PRESETS: Record<
   BenchOptions['preset'],
-  Omit<BenchOptions, 'preset' | 'steps' | 'targets' | 'out' | 'cpuProf' | 'appNodeArgs' | 'appNode' | 'tsx'>
+  Omit<
+    BenchOptions,
+    'preset' | 'steps' | 'targets' | 'baseline' | 'out' | 'cpuProf' | 'appNodeArgs' | 'appNode' | 'tsx'
+  >
 > = {
   // The default: every step, small, well under a minute.
   short: {
@@ -124,7 +132,9 @@ export const USAGE = `npm run bench -- [options]
   --full                 the run of record (docs/performance.md): 10,000 socket rooms, longer steps
   --smoke                a tiny run for tests (5 rooms, 1 s steps, low rates)
   --steps LIST           ${STEPS.join(',')} (default: all)
-  --targets LIST         app,relay (default: both; ratios need both)
+  --targets LIST         app,base,relay (default: app,relay; with --baseline: base,app)
+  --baseline REV         A/B: also build git revision REV (a temporary worktree) and run it as
+                         \`base\` beside \`app\`, alternating step by step; the table compares the two
   --rooms N              rooms carrying the message load
   --rate N               messages/s of the latency step
   --duration S           seconds of the latency step
@@ -154,6 +164,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       smoke: { type: 'boolean' },
       steps: { type: 'string' },
       targets: { type: 'string' },
+      baseline: { type: 'string' },
       rooms: { type: 'string' },
       rate: { type: 'string' },
       duration: { type: 'string' },
@@ -206,10 +217,17 @@ export function parseOptions(argv: string[]): BenchOptions {
     }
     return items as T[];
   };
+  const targets = list('targets', values.targets ?? (values.baseline ? 'base,app' : 'app,relay'), [
+    'app',
+    'base',
+    'relay',
+  ] as const);
+  if (targets.includes('base') && !values.baseline) throw new Error('--targets base needs --baseline REV');
   return {
     preset,
     steps: list('steps', values.steps, STEPS),
-    targets: list('targets', values.targets, ['app', 'relay'] as const),
+    targets,
+    baseline: values.baseline,
     rooms: Math.max(1, number('rooms', values.rooms, base.rooms)),
     rate: Math.max(1, number('rate', values.rate, base.rate)),
     duration: number('duration', values.duration, base.duration),

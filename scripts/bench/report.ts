@@ -62,12 +62,13 @@ export function row(
   };
 }
 
-export function table(rows: Row[]): string {
+/** The rows as a Markdown table; the `relay` column holds what the app is compared with. */
+export function table(rows: Row[], otherLabel = 'bare relay', ratioLabel = 'app/relay'): string {
   const header: Row = {
     figure: 'figure',
     app: 'app',
-    relay: 'bare relay',
-    ratio: 'app/relay',
+    relay: otherLabel,
+    ratio: ratioLabel,
     target: 'target',
     met: 'met',
   };

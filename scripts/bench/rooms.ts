@@ -4,7 +4,8 @@ import { openRoomOverHttp as openRoomFlow } from '../../test/helpers/client.ts';
 /** A room both of whose devices the benchmark holds: the cookie header of each. */
 export type BenchRoom = { code: string; host: string; guest: string };
 
-export type Target = 'app' | 'relay';
+/** The app under test, the baseline build it is compared with (--baseline), the bare relay. */
+export type Target = 'app' | 'base' | 'relay';
 
 const cookieHeader = (device: { cookies: Map<string, string> }) =>
   [...device.cookies].map(([name, value]) => `${name}=${value}`).join('; ');

@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, symlink } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -78,6 +78,8 @@ export async function startApp(options: {
   node?: string;
   /** Run dist/src/main.js (built by `buildApp`) rather than src/main.ts through tsx. */
   built?: boolean;
+  /** The checkout to run (default: this one; the baseline's worktree for --baseline). */
+  root?: string;
 }): Promise<Service & { adminUrl: string }> {
   const chatPort = await freePort();
   const adminPort = await freePort();
@@ -106,7 +108,10 @@ export async function startApp(options: {
     ...(options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`] : []),
     ...(options.nodeArgs ?? []),
   ];
-  const script = options.built ? projectPath('dist', 'src', 'main.js') : projectPath('src', 'main.ts');
+  const root = options.root ?? projectPath();
+  const script = options.built
+    ? path.join(root, 'dist', 'src', 'main.js')
+    : path.join(root, 'src', 'main.ts');
   const child = startNodeProcess(script, env, nodeArgs, options.node);
   const url = `http://127.0.0.1:${chatPort}`;
   await waitForHttp(`${url}/health`, child, 60_000);
@@ -117,15 +122,15 @@ export async function startApp(options: {
  * Compiles the app into dist/ as `npm run build` does (without the browser assets), incrementally
  * (dist/.tsbuildinfo), so a second run with unchanged sources takes a moment.
  */
-export async function buildApp(): Promise<void> {
+export async function buildApp(root = projectPath()): Promise<void> {
   // The package's own `bin` entry: TypeScript 7 exports no `typescript/bin/tsc` subpath.
-  const manifest = createRequire(import.meta.url).resolve('typescript/package.json');
+  const manifest = createRequire(path.join(root, 'package.json')).resolve('typescript/package.json');
   const { bin } = JSON.parse(await readFile(manifest, 'utf8')) as { bin: { tsc: string } };
   const tsc = path.join(path.dirname(manifest), bin.tsc);
-  const args = [tsc, '-p', projectPath('tsconfig.build.json'), '--incremental'];
-  args.push('--tsBuildInfoFile', projectPath('dist', '.tsbuildinfo'));
+  const args = [tsc, '-p', path.join(root, 'tsconfig.build.json'), '--incremental'];
+  args.push('--tsBuildInfoFile', path.join(root, 'dist', '.tsbuildinfo'));
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: projectPath(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => {
       output += chunk.toString();
@@ -135,6 +140,56 @@ export async function buildApp(): Promise<void> {
     });
     child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`tsc failed:\n${output}`))));
   });
+}
+
+/**
+ * The baseline of an A/B run: `revision` checked out in a temporary git worktree under `dir` and
+ * built there. Its node_modules is this checkout's when the lock files match, else `npm ci`.
+ * Returns the worktree's root and the function that removes it.
+ */
+export async function prepareBaseline(
+  revision: string,
+  dir: string,
+): Promise<{ root: string; commit: string; remove: () => Promise<void> }> {
+  const root = path.join(dir, 'baseline');
+  const git = (...args: string[]) => {
+    const result = spawnSync('git', args, { cwd: projectPath(), encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`git ${args.join(' ')}: ${result.stderr.trim()}`);
+    return result.stdout.trim();
+  };
+  const commit = git('rev-parse', '--verify', `${revision}^{commit}`);
+  git('worktree', 'add', '--detach', root, commit);
+  const remove = async () => {
+    git('worktree', 'remove', '--force', root);
+  };
+  try {
+    const lock = (folder: string) => readFile(path.join(folder, 'package-lock.json'), 'utf8');
+    if ((await lock(root)) === (await lock(projectPath()))) {
+      await symlink(projectPath('node_modules'), path.join(root, 'node_modules'), 'dir');
+    } else {
+      const npm = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, encoding: 'utf8' });
+      if (npm.status !== 0) throw new Error(`npm ci in the baseline failed: ${npm.stderr.trim()}`);
+    }
+    await buildApp(root);
+  } catch (error) {
+    await remove();
+    throw error;
+  }
+  return { root, commit, remove };
+}
+
+/** A database of its own on the benchmark's PostgreSQL (the baseline's: the two apps share no rows). */
+export async function createDatabase(url: string, name: string): Promise<string> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`);
+  } finally {
+    await client.end();
+  }
+  const other = new URL(url);
+  other.pathname = `/${name}`;
+  return other.toString();
 }
 
 export async function startRelay(): Promise<Service> {
@@ -335,7 +390,7 @@ const APP_MONITOR_RESOLUTION_MS = 10;
  * at /eld. monitorEventLoopDelay records the whole interval between two samples, so the delay is
  * that minus the resolution.
  */
-export async function eventLoopP99(target: 'app' | 'relay', url: string): Promise<number | null> {
+export async function eventLoopP99(target: 'app' | 'base' | 'relay', url: string): Promise<number | null> {
   try {
     if (target === 'relay') {
       const response = await fetch(`${url}/eld`);
