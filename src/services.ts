@@ -8,6 +8,7 @@ import { MessageWriter } from './messages/message-writer.ts';
 import { type HubOptions, RealtimeHub } from './messages/realtime-hub.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import type { Resources } from './resources.ts';
+import { RoomAccessService } from './rooms/room-access.ts';
 import { RoomService } from './rooms/room-service.ts';
 import { type Sweeper, startSweeper } from './rooms/sweeper.ts';
 import { createHealthProbe, type HealthReport } from './web/health.ts';
@@ -23,6 +24,7 @@ export type Services = {
   audit: AuditLog;
   roomKeys: RoomKeys;
   rooms: RoomService;
+  roomAccess: RoomAccessService;
   messages: MessageService;
   attachments: AttachmentService;
   writer: MessageWriter;
@@ -47,11 +49,12 @@ export async function createServices(resources: Resources, options: ServiceOptio
   const health = createHealthProbe(resources);
   const audit = new AuditLog(db, clock);
   const roomKeys = new RoomKeys(db, resources.keyring, clock);
-  const rooms = new RoomService(db, roomKeys, audit, clock, {
+  const roomAccess = new RoomAccessService(db, clock);
+  const rooms = new RoomService(db, roomKeys, audit, roomAccess, clock, {
     roomTtlHours: config.roomTtlHours,
     pendingTtlMinutes: config.pendingTtlMinutes,
   });
-  const hub = new RealtimeHub({ bus, db, roomKeys, views, clock, logger }, options.hub);
+  const hub = new RealtimeHub({ bus, db, roomKeys, views, logger }, options.hub);
   await hub.start();
   const writer = new MessageWriter(db, roomKeys, clock, logger);
   const messages = new MessageService(
@@ -65,6 +68,7 @@ export async function createServices(resources: Resources, options: ServiceOptio
   // Sockets of a room that ended (here or, through the bus, anywhere) hear it and close.
   rooms.onRoomsEnded((ended) => {
     const roomIds = ended.map((room) => room.id);
+    roomAccess.forget(roomIds);
     messages.forgetRecent(roomIds);
     hub.publishEnded(roomIds);
   });
@@ -72,7 +76,7 @@ export async function createServices(resources: Resources, options: ServiceOptio
     if (guest.displayName) hub.publishJoined(room.id, guest.displayName);
   });
   hub.onRemoteEnded((roomIds) => {
-    rooms.forgetAccess(roomIds);
+    roomAccess.forget(roomIds);
     messages.forgetRecent(roomIds);
   });
   const metrics = createMetrics(db, hub);
@@ -104,6 +108,7 @@ export async function createServices(resources: Resources, options: ServiceOptio
     audit,
     roomKeys,
     rooms,
+    roomAccess,
     messages,
     attachments,
     writer,

@@ -2,21 +2,100 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
+import pino from 'pino';
 import { z } from 'zod';
-import { type Bus, createRedisBus } from '../src/infra/bus.ts';
+import { type Bus, createMemoryBus, createRedisBus } from '../src/infra/bus.ts';
 import { sql } from '../src/infra/db.ts';
+import { CrossProcessFanout, type WireEvent } from '../src/messages/live/fanout.ts';
 import { buildTestApp, type TestApp } from './helpers/app.ts';
 import { type Client, openRoom } from './helpers/client.ts';
 import { type LiveSocket, openLive, seqsIn } from './helpers/live.ts';
 import { type RedisServer, startRedis } from './helpers/servers.ts';
 
-type WireEvent = { t: string; o: string; r?: string; s?: number; on?: boolean };
+/** An event as it crosses the bus: `<process id> <json>`. */
+type Heard = WireEvent & { origin: string };
+const parse = (raw: string): Heard => {
+  const space = raw.indexOf(' ');
+  return { ...(JSON.parse(raw.slice(space + 1)) as WireEvent), origin: raw.slice(0, space) };
+};
+
+describe('cross-process fan-out on its own', () => {
+  let redis: RedisServer;
+  const buses: Bus[] = [];
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    for (const bus of buses) await bus.close();
+    await redis?.stop();
+  });
+
+  it('hands a room’s events to the other processes in it, with the sender’s id, and not back to the sender', async () => {
+    const heard = { a: [] as [WireEvent, string][], b: [] as [WireEvent, string][] };
+    const fanouts = await Promise.all(
+      (['a', 'b'] as const).map(async (name) => {
+        const bus = await createRedisBus(redis.url);
+        buses.push(bus);
+        const fanout = new CrossProcessFanout(bus, pino({ level: 'silent' }), {
+          onEvent: (event, origin) => heard[name].push([event, origin]),
+          onProcessGone: () => undefined,
+          onReconnect: () => undefined,
+        });
+        await fanout.start();
+        return fanout;
+      }),
+    );
+    const [a, b] = fanouts as [CrossProcessFanout, CrossProcessFanout];
+    await Promise.all([a.joinRoom('r1'), b.joinRoom('r1')]);
+    // Each asked who is online (hello) once its subscription was active; each heard the other's.
+    const hellos = () => heard.b.filter(([event]) => event.t === 'hello').map(([, origin]) => origin);
+    while (!hellos().includes(a.processId)) await new Promise((resolve) => setImmediate(resolve));
+    a.publish('r1', { t: 'typing', r: 'r1', sl: 1, on: true });
+    a.publish('r1', { t: 'ended', r: 'r1' });
+    while (!heard.b.some(([event]) => event.t === 'ended'))
+      await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(
+      heard.b.filter(([event]) => event.t !== 'hello'),
+      [
+        [{ t: 'typing', r: 'r1', sl: 1, on: true }, a.processId],
+        [{ t: 'ended', r: 'r1' }, a.processId],
+      ],
+    );
+    assert.ok(
+      heard.a.every(([, origin]) => origin === b.processId),
+      'a process never hears its own events',
+    );
+    await Promise.all(fanouts.map((fanout) => fanout.close()));
+  });
+
+  it('publishes and subscribes nothing with the in-process bus (there is no other process)', async () => {
+    const bus = createMemoryBus();
+    const published: string[] = [];
+    const publish = bus.publish.bind(bus);
+    bus.publish = (channel, message) => {
+      published.push(channel);
+      return publish(channel, message);
+    };
+    const fanout = new CrossProcessFanout(bus, pino({ level: 'silent' }), {
+      onEvent: () => assert.fail('no event expected'),
+      onProcessGone: () => undefined,
+      onReconnect: () => undefined,
+    });
+    await fanout.start();
+    await fanout.joinRoom('r1');
+    fanout.publish('r1', { t: 'ended', r: 'r1' });
+    fanout.publish(null, { t: 'alive' });
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(published, []);
+    await fanout.close();
+  });
+});
 
 /**
  * Two app instances (two hubs, each with its own process id) on one database and one Redis, and a
  * bare bus subscriber that sees what crosses a room's channel.
  */
-describe('live delivery publishes a room’s messages only while another process listens', () => {
+describe('live delivery across processes', () => {
   let redis: RedisServer;
   let first: TestApp;
   let second: TestApp;
@@ -25,7 +104,7 @@ describe('live delivery publishes a room’s messages only while another process
   let roomId: string;
   let host: Client;
   let guest: Client;
-  const wire: WireEvent[] = [];
+  const wire: Heard[] = [];
   const sockets: LiveSocket[] = [];
 
   const send = async (text: string) => {
@@ -43,7 +122,7 @@ describe('live delivery publishes a room’s messages only while another process
     ({ code, host, guest } = await openRoom(first.chat));
     roomId = await first.resources.db.oneFirst(sql.type(z.object({ id: z.string() }))`
       SELECT id FROM rooms WHERE code = ${code} AND status = 'active'`);
-    await observer.subscribe(`ccc:room:${roomId}`, (raw) => wire.push(JSON.parse(raw) as WireEvent));
+    await observer.subscribe(`ccc:room:${roomId}`, (raw) => wire.push(parse(raw)));
   });
 
   after(async () => {
@@ -54,43 +133,42 @@ describe('live delivery publishes a room’s messages only while another process
     await redis?.stop();
   });
 
-  it('keeps the messages of a room whose sockets are all in one process off the bus', async () => {
+  it('publishes every message of a room with sockets, sealed, even when all its sockets are in one process', async () => {
     const hostSocket = await openLive(first.chatUrl, code, host);
     const guestSocket = await openLive(first.chatUrl, code, guest);
     sockets.push(hostSocket, guestSocket);
     await guestSocket.waitFor(/presence-online/);
     for (const text of ['one', 'two', 'three']) await send(text);
     await guestSocket.waitFor(/msg-3/);
-    assert.deepEqual(seqsIn(guestSocket.frames), [1, 2, 3]);
-    // The channel is live (the first process said hello there), yet no message crossed it.
-    assert.ok(eventsOf('hello').some((event) => event.o === first.services.hub.processId));
-    assert.deepEqual(eventsOf('msg'), []);
+    assert.deepEqual(
+      seqsIn(guestSocket.frames),
+      [1, 2, 3],
+      'each once: its own events are not delivered again',
+    );
+    const deadline = Date.now() + 5_000;
+    while (eventsOf('msg').length < 3) {
+      assert.ok(Date.now() < deadline, 'three messages expected on the bus');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.deepEqual(
+      eventsOf('msg').map((event) => [event.origin, event.t === 'msg' && event.s]),
+      [1, 2, 3].map((seq) => [first.services.hub.processId, seq]),
+    );
+    assert.ok(!JSON.stringify(wire).includes('one'), 'no message text crosses the bus');
   });
 
-  it('tells a process that joins where the room stands, then publishes every message to it', async () => {
+  it('serves a process that joins the room: who is online there, then every message', async () => {
     const guestElsewhere = await openLive(second.chatUrl, code, guest, { after: 3 });
     sockets.push(guestElsewhere);
-    // The first process answers the newcomer's hello with its presence, and with the highest
-    // seq it did not publish: a message committed between the newcomer's catch-up and that
-    // hello would otherwise never reach it.
+    // The newcomer asked who is online; the first process answered with the host's presence.
     await guestElsewhere.waitFor(/presence-online/);
-    const heads = eventsOf('head');
-    assert.equal(heads.length, 1);
-    assert.equal(heads[0]?.o, first.services.hub.processId);
-    assert.equal(heads[0]?.s, 3);
-
     await send('four');
     assert.match(await guestElsewhere.waitFor(/msg-4/), /four/);
-    assert.deepEqual(
-      eventsOf('msg').map((event) => event.s),
-      [4],
-    );
   });
 
-  it('fills a hole up to an announced head from the database', async () => {
+  it('fills a hole from the database when a message’s event never came', async () => {
     const guestElsewhere = sockets.at(-1) as LiveSocket;
-    // Stored, and neither delivered nor published: what a process that did not know of the
-    // newcomer leaves behind.
+    // Stored, and neither delivered nor published: as if its event were lost on the way.
     const participantId = await first.resources.db.oneFirst(sql.type(z.object({ id: z.string() }))`
       SELECT id FROM participants WHERE room_id = ${roomId} AND slot = 1`);
     const written = await first.services.writer.write({
@@ -102,35 +180,21 @@ describe('live delivery publishes a room’s messages only while another process
       senderIp: '127.0.0.1',
     });
     assert.equal(written.seq, 5);
-    await observer.publish(
-      `ccc:room:${roomId}`,
-      JSON.stringify({ t: 'head', o: 'elsewhere', r: roomId, s: 5 }),
-    );
-    assert.match(await guestElsewhere.waitFor(/msg-5/, 3_000), /committed unheard/);
-    assert.deepEqual(seqsIn(guestElsewhere.frames), [4, 5]);
-  });
-
-  it('stops publishing once the other process has no socket left in the room', async () => {
-    const guestElsewhere = sockets.pop() as LiveSocket;
-    guestElsewhere.close();
-    // The second process says it has no one left in the room (the guest is still online through
-    // the first process, so no page sees a change), and the next message stays in the first.
-    const secondId = second.services.hub.processId;
-    const deadline = Date.now() + 3_000;
-    while (!wire.some((event) => event.t === 'presence' && event.o === secondId && !event.on)) {
-      assert.ok(Date.now() < deadline, 'the second process never said it left');
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    const before = eventsOf('msg').length;
     await send('six');
-    await sockets[1]?.waitFor(/msg-6/);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.equal(eventsOf('msg').length, before);
+    assert.match(await guestElsewhere.waitFor(/msg-5/, 3_000), /committed unheard/);
+    assert.deepEqual(seqsIn(guestElsewhere.frames), [4, 6, 5]);
   });
 
-  it('says hello again when it could not be published, so the messages still reach a newcomer', async () => {
+  it('asks again who is online when its hello could not be published, and gets every message meanwhile', async () => {
+    (sockets.pop() as LiveSocket).close();
+    // The second process has left the room (and forgotten who was online there).
+    const deadline = Date.now() + 5_000;
+    while (second.services.hub.socketCount() > 0) {
+      assert.ok(Date.now() < deadline, 'the socket never closed');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     // Drop every publishing connection (they reconnect within a few hundred ms): the newcomer's
-    // hello, and its presence, fail to go out, and without them no one would publish to it.
+    // hello, and its presence, fail to go out.
     const admin = new Redis(redis.url);
     try {
       const clients = String(await admin.client('LIST'))
@@ -143,7 +207,7 @@ describe('live delivery publishes a room’s messages only while another process
     }
     const guestElsewhere = await openLive(second.chatUrl, code, guest, { after: 6 });
     sockets.push(guestElsewhere);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await guestElsewhere.waitFor(/presence-online/, 5_000);
     await send('seven');
     assert.match(await guestElsewhere.waitFor(/msg-7/, 5_000), /seven/);
   });

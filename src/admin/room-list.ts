@@ -3,7 +3,7 @@ import { roomStatusSchema } from '../archive/room-record.ts';
 import { DomainError } from '../domain-error.ts';
 import { type DatabasePool, sql } from '../infra/db.ts';
 import { CODE_ALPHABET, CODE_LENGTH } from '../rooms/codes.ts';
-import type { RoomStatus } from '../rooms/room-service.ts';
+import type { RoomStatus } from '../rooms/room.ts';
 import type { Paging } from './paging.ts';
 import { queryText } from './query-text.ts';
 

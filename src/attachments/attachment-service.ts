@@ -16,7 +16,8 @@ import {
   type SentMessage,
 } from '../messages/message-service.ts';
 import type { TranscriptImage } from '../messages/transcript.ts';
-import { notFound, type RoomAccess } from '../rooms/room-service.ts';
+import { notFound } from '../rooms/room.ts';
+import type { RoomAccess } from '../rooms/room-access.ts';
 import {
   type AttachmentVariant,
   type OpenedAttachment,

@@ -3,10 +3,11 @@ import type { Actor } from '../audit/audit-log.ts';
 import type { RoomKeys } from '../crypto/room-keys.ts';
 import { DomainError } from '../domain-error.ts';
 import type { DatabasePool } from '../infra/db.ts';
-import type { RoomAccess } from '../rooms/room-service.ts';
+import type { RoomAccess } from '../rooms/room-access.ts';
 import { LastSeqReader } from './last-seq-reader.ts';
+import type { MessageEvent } from './live/live-socket.ts';
 import type { MessageWriter, PendingMessage, WrittenMessage } from './message-writer.ts';
-import type { MessageEvent, RealtimeHub } from './realtime-hub.ts';
+import type { RealtimeHub } from './realtime-hub.ts';
 import { loadTranscript, openMessageBody, type TranscriptEntry, type TranscriptQuery } from './transcript.ts';
 
 // Control characters other than tab (\x09) and newline (\x0A), plus the line/paragraph separators.
@@ -158,6 +159,11 @@ export class MessageService {
       );
     }
     return message;
+  }
+
+  /** The room's newest seq, as committed when this is asked (batched with other page loads). */
+  lastSeq(roomId: string): Promise<number> {
+    return this.lastSeqs.read(roomId);
   }
 
   history(roomId: string, query: TranscriptQuery = {}): Promise<TranscriptEntry[]> {

@@ -21,7 +21,7 @@ const MAX_UPLOADS_READING_PER_ADDRESS = 4;
 const MAX_CACHE_SECONDS = 24 * 60 * 60;
 
 export const attachmentRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { services, resources }) => {
-  const { rooms, attachments, audit } = services;
+  const { roomAccess, attachments, audit } = services;
   const { config, clock } = resources;
   const limits: UploadLimits = {
     maxFileBytes: Math.floor(config.maxUploadMb * 1024 * 1024),
@@ -49,7 +49,7 @@ export const attachmentRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, 
 
   app.post<CodeParams>('/rooms/:code/attachments', async (request, reply) => {
     await app.checkLimit('upload', request);
-    const access = await rooms.access(request.params.code, request.device, request.actor);
+    const access = await roomAccess.getAccess(request.params.code, request.device, request.actor);
     // Before reading a byte: a room that is not chatting yet takes no file.
     attachments.assertAcceptsUploads(access);
     const address = request.actor.ip;
@@ -103,7 +103,7 @@ export const attachmentRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, 
     ['/thumb', 'thumb'],
   ] as const) {
     app.get<AttachmentParams>(`/rooms/:code/attachments/:id${suffix}`, async (request, reply) => {
-      const access = await rooms.access(request.params.code, request.device, request.actor);
+      const access = await roomAccess.getAccess(request.params.code, request.device, request.actor);
       const image = await attachments.open(access, request.params.id, variant);
       const untilEnd = Math.floor(((access.room.expiresAt ?? 0) - clock.now().getTime()) / 1000);
       const maxAge = Math.max(0, Math.min(MAX_CACHE_SECONDS, untilEnd));

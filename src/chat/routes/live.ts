@@ -1,15 +1,15 @@
 import type { Socket } from 'node:net';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
-import { parseTabId } from '../../messages/realtime-hub.ts';
-import type { RoomAccess } from '../../rooms/room-service.ts';
+import { parseTabId, type SocketContext } from '../../messages/live/live-socket.ts';
 import { HttpError } from '../../web/errors.ts';
 import type { ChatAppOptions } from '../app.ts';
 import { isSameOrigin } from '../plugins/same-origin.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    roomAccess?: RoomAccess;
+    /** What the hub is told about the socket, found before the upgrade. */
+    liveContext?: SocketContext;
   }
 }
 
@@ -18,7 +18,7 @@ declare module 'fastify' {
  * upgrade: same origin (or no Origin, as CLI clients send), and a device bound to a live room.
  */
 export const liveRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { services }) => {
-  const { rooms, hub } = services;
+  const { roomAccess, hub, messages } = services;
   app.get<{ Params: { code: string }; Querystring: { after?: string; tab?: string } }>(
     '/rooms/:code/ws',
     {
@@ -31,7 +31,7 @@ export const liveRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
           );
           throw new HttpError(403, 'Live updates are only for pages of this site.');
         }
-        const access = await rooms.access(request.params.code, request.device, request.actor);
+        const access = await roomAccess.getAccess(request.params.code, request.device, request.actor);
         if (!hub.hasRoomFor(access.room.id, access.me.slot)) {
           request.log.warn({ ip: request.ip, roomId: access.room.id }, 'too many live pages refused');
           throw new HttpError(
@@ -39,22 +39,21 @@ export const liveRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
             'This device has too many pages of this chat open; close some and reload.',
           );
         }
-        request.roomAccess = access;
+        const after = request.query.after ?? '';
+        request.liveContext = {
+          roomId: access.room.id,
+          code: access.room.code,
+          slot: access.me.slot,
+          myName: access.me.displayName,
+          partnerName: access.partner?.displayName ?? null,
+          // The page says which messages it already shows; without that, only new ones are sent.
+          afterSeq: /^\d{1,15}$/.test(after) ? Number(after) : await messages.lastSeq(access.room.id),
+          tab: parseTabId(request.query.tab),
+        };
       },
     },
     (socket, request) => {
-      const access = request.roomAccess as RoomAccess;
-      const after = request.query.after ?? '';
-      const context = {
-        roomId: access.room.id,
-        code: access.room.code,
-        slot: access.me.slot,
-        myName: access.me.displayName,
-        partnerName: access.partner?.displayName ?? null,
-        // The page says which messages it already shows; without that, only new ones are sent.
-        afterSeq: /^\d{1,15}$/.test(after) ? Number(after) : access.room.lastSeq,
-        tab: parseTabId(request.query.tab),
-      };
+      const context = request.liveContext as SocketContext;
       releaseUpgradeRequest(socket, request);
       // The hub puts its own 'error' listener on the socket before anything can emit. Not
       // awaited: the request is garbage as soon as the socket is open, instead of living on

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
 import { DomainError } from '../../domain-error.ts';
-import { parseTabId } from '../../messages/realtime-hub.ts';
+import { parseTabId } from '../../messages/live/live-socket.ts';
 import { wantsFragment } from '../../web/render.ts';
 import type { ChatAppOptions } from '../app.ts';
 
@@ -12,19 +12,17 @@ const FRAME_REFRESH_SECONDS = 5;
 const PAGE_HISTORY_LIMIT = 500;
 
 export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { services, resources }) => {
-  const { rooms, messages } = services;
+  const { roomAccess, messages } = services;
   const { clock } = resources;
 
   app.post<CodeParams & { Body: { body?: unknown; client_msg_id?: unknown } }>(
     '/rooms/:code/messages',
     async (request, reply) => {
-      // The hot path: most sends are decided by a lease and a cached access, with no wait.
+      // The hot path: most sends are decided by a lease and a kept access, with no query.
       const limited = app.checkLimit('send', request);
       if (limited) await limited;
       const { code } = request.params;
-      const access =
-        rooms.freshAccess(code, request.device, request.actor) ??
-        (await rooms.readAccess(code, request.device, request.actor));
+      const access = await roomAccess.getAccess(code, request.device, request.actor);
       const message = await messages.send(
         access,
         { body: request.body?.body, clientMsgId: request.body?.client_msg_id },
@@ -55,7 +53,7 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
         reply.header('content-security-policy', FRAME_CSP).header('x-frame-options', 'SAMEORIGIN');
         reply.locals = Object.assign({}, reply.locals, { framed: true });
       }
-      const access = await rooms.cachedAccess(request.params.code, request.device, request.actor);
+      const access = await roomAccess.getAccess(request.params.code, request.device, request.actor);
       const after = request.query.after ?? '0';
       // A seq is a bigint in the database; a longer number would fail there as a 500.
       if (!/^\d{1,15}$/.test(after))
@@ -94,7 +92,7 @@ export const messageRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { s
   );
 
   app.get<CodeParams>('/rooms/:code/transcript.txt', async (request, reply) => {
-    const access = await rooms.cachedAccess(request.params.code, request.device, request.actor);
+    const access = await roomAccess.getAccess(request.params.code, request.device, request.actor);
     const list = await messages.history(access.room.id);
     const lines = list.map((message) => {
       const when = new Date(message.createdAt).toISOString().replace('T', ' ').slice(0, 19);

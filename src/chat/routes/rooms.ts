@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { DomainError } from '../../domain-error.ts';
-import type { RoomAccess } from '../../rooms/room-service.ts';
+import type { RoomAccess } from '../../rooms/room-access.ts';
 import type { ChatAppOptions } from '../app.ts';
 
 type CodeParams = { Params: { code: string } };
@@ -15,7 +15,7 @@ export function shareUrl(request: FastifyRequest, code: string): string {
 }
 
 export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { services, resources }) => {
-  const { rooms } = services;
+  const { rooms, roomAccess } = services;
   const { clock, config } = resources;
   const ttlText = `${config.roomTtlHours}-hour`;
 
@@ -39,8 +39,8 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
   });
 
   app.get<CodeParams>('/rooms/:code', async (request, reply) => {
-    // Cached access: room.lastSeq may lag, so the page's last seq is also taken from its history.
-    const access = await rooms.cachedAccess(request.params.code, request.device, request.actor);
+    // A kept access: room.lastSeq may lag, so the page's last seq is also taken from its history.
+    const access = await roomAccess.getAccess(request.params.code, request.device, request.actor);
     const { room, me, partner } = access;
     if (room.status === 'pending') {
       return reply.render({ page: 'chat/room-pending' }, pendingPage(request, access));
@@ -80,7 +80,7 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
     } catch (error) {
       if (!(error instanceof DomainError) || error.kind !== 'invalid') throw error;
       // The form again, with what went wrong.
-      const access = await rooms.access(request.params.code, request.device);
+      const access = await roomAccess.getAccess(request.params.code, request.device);
       return reply.code(400).render(
         { page: 'chat/room-pending', fragment: 'partials/activate-form' },
         pendingPage(request, access, {
@@ -92,14 +92,14 @@ export const roomRoutes: FastifyPluginAsync<ChatAppOptions> = async (app, { serv
   });
 
   app.get<CodeParams>('/rooms/:code/end', async (request, reply) => {
-    const { room } = await rooms.access(request.params.code, request.device);
+    const { room } = await roomAccess.getAccess(request.params.code, request.device);
     return reply.render({ page: 'chat/end' }, { title: 'End chat', room });
   });
 
   app.post<CodeParams & { Body: { confirm?: unknown } }>('/rooms/:code/end', async (request, reply) => {
     if (request.body?.confirm !== 'yes') {
       // Not confirmed: show the question instead of ending.
-      const { room } = await rooms.access(request.params.code, request.device);
+      const { room } = await roomAccess.getAccess(request.params.code, request.device);
       return reply.redirect(`/rooms/${room.code}/end`, 303);
     }
     const room = await rooms.end(request.params.code, request.device, request.actor);
