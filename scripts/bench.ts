@@ -178,10 +178,14 @@ async function main(): Promise<void> {
 
     const want = (step: Step) => options.steps.includes(step);
     // The bounded steps first; the rate search last, as it takes whatever time is left.
-    if (want('health')) steps.health = await perTarget(context, 'health', healthStep);
-    if (want('page')) steps.page = await perTarget(context, 'page', pageStep);
-    if (want('upload')) steps.upload = await perTarget(context, 'upload', uploadStep);
-    if (want('sockets')) steps.sockets = await perTarget(context, 'sockets', socketStep);
+    const figure = (key: string) => (result: Record<string, unknown>) => result[key];
+    if (want('health'))
+      steps.health = await perTarget(context, 'health', healthStep, figure('requestsPerSecond'));
+    if (want('page')) steps.page = await perTarget(context, 'page', pageStep, figure('requestsPerSecond'));
+    if (want('upload'))
+      steps.upload = await perTarget(context, 'upload', uploadStep, figure('uploadsPerSecond'));
+    if (want('sockets'))
+      steps.sockets = await perTarget(context, 'sockets', socketStep, figure('rssPerSocketKB'));
     if (want('latency') || want('throughput')) {
       for (const [index, target] of options.targets.entries()) {
         // Each target's search gets an equal share of the time left.
@@ -233,25 +237,47 @@ function urlOf(context: Context, target: Target): string {
   return service.url;
 }
 
-/** Runs a step against each target; a failure or the budget ends that target's part, not the run. */
+/**
+ * Runs a step against each target, --rounds times, alternating the order (A B, B A, …) so that
+ * a machine that gets busier or quieter during the run favours neither; each target's result is
+ * its median round by `metric` (with every round's figure beside it). A failure or the budget ends
+ * that target's part, not the run.
+ */
 async function perTarget(
   context: Context,
   name: string,
   step: (context: Context, target: Target) => Promise<Record<string, unknown>>,
+  metric: (result: Record<string, unknown>) => unknown,
 ): Promise<Record<string, unknown>> {
+  const { targets, rounds } = context.options;
+  const runs = new Map<Target, Record<string, unknown>[]>(targets.map((target) => [target, []]));
   const results: Record<string, unknown> = {};
-  for (const target of context.options.targets) {
-    if (!withinBudget()) {
-      results[target] = { skipped: 'time budget used up' };
-      continue;
+  for (let round = 0; round < rounds; round++) {
+    for (const target of round % 2 === 0 ? targets : [...targets].reverse()) {
+      if (!withinBudget()) {
+        results[target] ??= { skipped: 'time budget used up' };
+        continue;
+      }
+      log(`${name}: ${target}${rounds > 1 ? ` (round ${round + 1} of ${rounds})` : ''}`);
+      try {
+        runs.get(target)?.push(await step(context, target));
+      } catch (error) {
+        log(`${name} (${target}) failed: ${(error as Error).message}`);
+        results[target] = { error: (error as Error).message.split('\n')[0] };
+      }
     }
-    log(`${name}: ${target}`);
-    try {
-      results[target] = await step(context, target);
-    } catch (error) {
-      log(`${name} (${target}) failed: ${(error as Error).message}`);
-      results[target] = { error: (error as Error).message.split('\n')[0] };
-    }
+  }
+  for (const [target, list] of runs) {
+    const measured = list
+      .map((result) => ({ result, value: metric(result) }))
+      .filter(
+        (item): item is { result: Record<string, unknown>; value: number } => typeof item.value === 'number',
+      )
+      .sort((a, b) => a.value - b.value);
+    const median = measured[Math.floor((measured.length - 1) / 2)];
+    if (median)
+      results[target] =
+        rounds > 1 ? { ...median.result, rounds: measured.map((item) => item.value) } : median.result;
   }
   return results;
 }
@@ -843,6 +869,12 @@ function summarize(report: Record<string, unknown>, other: Target): Row[] {
         `event-loop p99 at ${rate}/s, ms`,
         num(appLatency?.eventLoopP99Ms),
         num(otherLatency?.eventLoopP99Ms),
+      ),
+      // The process's own CPU time at the same offered rate: its cost per message.
+      row(
+        `process CPU at ${rate}/s, cores`,
+        num(appLatency?.cpuCores?.app),
+        num(otherLatency?.cpuCores?.[other]),
       ),
     );
   }

@@ -12,6 +12,8 @@ export type BenchOptions = {
    * run as the target `base` beside `app`, each step alternating between the two.
    */
   baseline: string | undefined;
+  /** Times the health, page, upload and socket steps run per target (alternating; the median counts). */
+  rounds: number;
   /** Rooms (two connected devices each) that carry the message load. */
   rooms: number;
   /** Rate of the latency step, messages per second. */
@@ -56,7 +58,16 @@ const PRESETS: Record<
   BenchOptions['preset'],
   Omit<
     BenchOptions,
-    'preset' | 'steps' | 'targets' | 'baseline' | 'out' | 'cpuProf' | 'appNodeArgs' | 'appNode' | 'tsx'
+    | 'preset'
+    | 'steps'
+    | 'targets'
+    | 'baseline'
+    | 'rounds'
+    | 'out'
+    | 'cpuProf'
+    | 'appNodeArgs'
+    | 'appNode'
+    | 'tsx'
   >
 > = {
   // The default: every step, small, well under a minute.
@@ -135,6 +146,8 @@ export const USAGE = `npm run bench -- [options]
   --targets LIST         app,base,relay (default: app,relay; with --baseline: base,app)
   --baseline REV         A/B: also build git revision REV (a temporary worktree) and run it as
                          \`base\` beside \`app\`, alternating step by step; the table compares the two
+  --rounds N             run the health, page, upload and socket steps N times per target,
+                         alternating the order; each target's median round counts (default 1)
   --rooms N              rooms carrying the message load
   --rate N               messages/s of the latency step
   --duration S           seconds of the latency step
@@ -165,6 +178,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       steps: { type: 'string' },
       targets: { type: 'string' },
       baseline: { type: 'string' },
+      rounds: { type: 'string' },
       rooms: { type: 'string' },
       rate: { type: 'string' },
       duration: { type: 'string' },
@@ -228,6 +242,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     steps: list('steps', values.steps, STEPS),
     targets,
     baseline: values.baseline,
+    rounds: Math.max(1, Math.round(number('rounds', values.rounds, 1))),
     rooms: Math.max(1, number('rooms', values.rooms, base.rooms)),
     rate: Math.max(1, number('rate', values.rate, base.rate)),
     duration: number('duration', values.duration, base.duration),
