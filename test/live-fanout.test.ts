@@ -10,6 +10,7 @@ import { CrossProcessFanout, type WireEvent } from '../src/messages/live/fanout.
 import { buildTestApp, type TestApp } from './helpers/app.ts';
 import { type Client, openRoom } from './helpers/client.ts';
 import { type LiveSocket, openLive, seqsIn } from './helpers/live.ts';
+import { insertMessage } from './helpers/messages.ts';
 import { type RedisServer, startRedis } from './helpers/servers.ts';
 
 /** An event as it crosses the bus: `<process id> <json>`. */
@@ -95,7 +96,7 @@ describe('cross-process fan-out on its own', () => {
  * Two app instances (two hubs, each with its own process id) on one database and one Redis, and a
  * bare bus subscriber that sees what crosses a room's channel.
  */
-describe('live delivery across processes', () => {
+describe('live delivery across processes (publishing only while another process listens)', () => {
   let redis: RedisServer;
   let first: TestApp;
   let second: TestApp;
@@ -133,60 +134,71 @@ describe('live delivery across processes', () => {
     await redis?.stop();
   });
 
-  it('publishes every message of a room with sockets, sealed, even when all its sockets are in one process', async () => {
+  it('keeps the messages of a room whose sockets are all in one process off the bus', async () => {
     const hostSocket = await openLive(first.chatUrl, code, host);
     const guestSocket = await openLive(first.chatUrl, code, guest);
     sockets.push(hostSocket, guestSocket);
     await guestSocket.waitFor(/presence-online/);
     for (const text of ['one', 'two', 'three']) await send(text);
     await guestSocket.waitFor(/msg-3/);
-    assert.deepEqual(
-      seqsIn(guestSocket.frames),
-      [1, 2, 3],
-      'each once: its own events are not delivered again',
-    );
-    const deadline = Date.now() + 5_000;
-    while (eventsOf('msg').length < 3) {
-      assert.ok(Date.now() < deadline, 'three messages expected on the bus');
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    assert.deepEqual(
-      eventsOf('msg').map((event) => [event.origin, event.t === 'msg' && event.s]),
-      [1, 2, 3].map((seq) => [first.services.hub.processId, seq]),
-    );
-    assert.ok(!JSON.stringify(wire).includes('one'), 'no message text crosses the bus');
+    assert.deepEqual(seqsIn(guestSocket.frames), [1, 2, 3]);
+    // The channel is live (the first process said hello there), yet no message crossed it.
+    assert.ok(eventsOf('hello').some((event) => event.origin === first.services.hub.processId));
+    assert.deepEqual(eventsOf('msg'), []);
   });
 
-  it('serves a process that joins the room: who is online there, then every message', async () => {
+  it('tells a process that joins where the room stands, then publishes every message, sealed, to it', async () => {
     const guestElsewhere = await openLive(second.chatUrl, code, guest, { after: 3 });
     sockets.push(guestElsewhere);
-    // The newcomer asked who is online; the first process answered with the host's presence.
+    // The first process answers the newcomer's hello with its presence, and with the highest
+    // seq it did not publish: a message committed between the newcomer's catch-up and that
+    // hello would otherwise never reach it.
     await guestElsewhere.waitFor(/presence-online/);
+    const heads = eventsOf('head');
+    assert.equal(heads.length, 1);
+    assert.deepEqual(heads[0], { t: 'head', r: roomId, s: 3, origin: first.services.hub.processId });
+
     await send('four');
     assert.match(await guestElsewhere.waitFor(/msg-4/), /four/);
+    assert.deepEqual(
+      eventsOf('msg').map((event) => [event.origin, event.t === 'msg' && event.s]),
+      [[first.services.hub.processId, 4]],
+    );
+    assert.ok(!JSON.stringify(wire).includes('four'), 'no message text crosses the bus');
   });
 
-  it('fills a hole from the database when a message’s event never came', async () => {
+  it('fills a hole up to an announced head from the database', async () => {
     const guestElsewhere = sockets.at(-1) as LiveSocket;
-    // Stored, and neither delivered nor published: as if its event were lost on the way.
-    const participantId = await first.resources.db.oneFirst(sql.type(z.object({ id: z.string() }))`
-      SELECT id FROM participants WHERE room_id = ${roomId} AND slot = 1`);
-    const written = await first.services.writer.write({
-      roomId,
-      participantId,
-      kind: 'text',
-      clientMsgId: null,
-      text: 'committed unheard',
-      senderIp: '127.0.0.1',
-    });
-    assert.equal(written.seq, 5);
-    await send('six');
+    // Stored, and neither delivered nor published: what a process that did not know of the
+    // newcomer leaves behind.
+    await insertMessage(first, roomId, { slot: 1, text: 'committed unheard' });
+    await observer.publish(
+      `ccc:room:${roomId}`,
+      `elsewhere ${JSON.stringify({ t: 'head', r: roomId, s: 5 })}`,
+    );
     assert.match(await guestElsewhere.waitFor(/msg-5/, 3_000), /committed unheard/);
-    assert.deepEqual(seqsIn(guestElsewhere.frames), [4, 6, 5]);
+    assert.deepEqual(seqsIn(guestElsewhere.frames), [4, 5]);
   });
 
-  it('asks again who is online when its hello could not be published, and gets every message meanwhile', async () => {
-    (sockets.pop() as LiveSocket).close();
+  it('stops publishing once the other process has no socket left in the room', async () => {
+    const guestElsewhere = sockets.pop() as LiveSocket;
+    guestElsewhere.close();
+    // The second process says it has no one left in the room (the guest is still online through
+    // the first process, so no page sees a change), and the next message stays in the first.
+    const secondId = second.services.hub.processId;
+    const left = () => wire.some((event) => event.t === 'presence' && event.origin === secondId && !event.on);
+    const deadline = Date.now() + 3_000;
+    while (!left()) {
+      assert.ok(Date.now() < deadline, 'the second process never said it left');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const before = eventsOf('msg').length;
+    await send('six');
+    await sockets[1]?.waitFor(/msg-6/);
+    assert.equal(eventsOf('msg').length, before);
+  });
+
+  it('says hello again when it could not be published, so the messages still reach a newcomer', async () => {
     // The second process has left the room (and forgotten who was online there).
     const deadline = Date.now() + 5_000;
     while (second.services.hub.socketCount() > 0) {
@@ -194,7 +206,7 @@ describe('live delivery across processes', () => {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     // Drop every publishing connection (they reconnect within a few hundred ms): the newcomer's
-    // hello, and its presence, fail to go out.
+    // hello, and its presence, fail to go out, and without them no one would publish to it.
     const admin = new Redis(redis.url);
     try {
       const clients = String(await admin.client('LIST'))

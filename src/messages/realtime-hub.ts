@@ -5,7 +5,7 @@ import type { RoomKeys } from '../crypto/room-keys.ts';
 import type { Bus } from '../infra/bus.ts';
 import type { DatabasePool } from '../infra/db.ts';
 import { MessageDelivery } from './live/delivery.ts';
-import { CrossProcessFanout, messageFromWire, messageToWire, type WireEvent } from './live/fanout.ts';
+import { CrossProcessFanout, messageFromWire, type WireEvent } from './live/fanout.ts';
 import type { LiveSocket, MessageEvent, SocketContext } from './live/live-socket.ts';
 import { Presence } from './live/presence.ts';
 import { SocketRegistry } from './live/socket-registry.ts';
@@ -141,7 +141,7 @@ export class RealtimeHub {
   publishMessage(event: MessageEvent, text?: string, senderTab?: string | null): void {
     this.presence.clearTyping(event.roomId, event.slot);
     this.delivery.deliver(event, text, senderTab ?? null);
-    this.fanout.publish(event.roomId, messageToWire(event));
+    this.fanout.publishMessage(event);
   }
 
   /**
@@ -197,6 +197,10 @@ export class RealtimeHub {
         break;
       case 'typing':
         this.presence.showTyping(event.r, event.sl, event.on);
+        break;
+      case 'head':
+        // Messages up to `s` were committed in a process that did not know we listen.
+        this.delivery.heardOf(event.r, event.s);
         break;
       case 'hello': {
         // The answer is how the newcomer learns who is online here.

@@ -63,6 +63,14 @@ export class MessageDelivery {
     this.fillHolesSoon(room);
   }
 
+  /** Messages up to `seq` exist (another process said so): sockets that lack some catch up. */
+  heardOf(roomId: string, seq: number): void {
+    const room = this.deps.registry.room(roomId);
+    if (!room) return;
+    for (const live of room.sockets) live.highest = Math.max(live.highest, seq);
+    this.fillHolesSoon(room);
+  }
+
   /**
    * Sends each of these sockets (all of one room) the messages it lacks, from one read of the
    * room: those after its `settled` seq, up to what the database has. Then it releases what a

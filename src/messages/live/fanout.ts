@@ -22,6 +22,8 @@ export type WireEvent =
   | { t: 'typing'; r: string; sl: 1 | 2; on: boolean }
   /** A process joined the room: the others answer with their presence there. */
   | { t: 'hello'; r: string }
+  /** Messages up to seq `s` were delivered in the sender's process only (see `publishMessage`). */
+  | { t: 'head'; r: string; s: number }
   | { t: 'ended'; r: string }
   /** A guest took the second seat (with or without a socket): the host's pages learn the name. */
   | { t: 'joined'; r: string; n: string }
@@ -43,7 +45,7 @@ const roomChannel = (roomId: string) => `ccc:room:${roomId}`;
 /** A process not heard from for this long is gone; the presence it announced is dropped. */
 const PROCESS_TIMEOUT_MS = 35_000;
 const ALIVE_INTERVAL_MS = 10_000;
-/** How soon a hello (or its answer) that could not be published is tried again. */
+/** How soon a hello, its answer or a head that could not be published is tried again. */
 const PUBLISH_RETRY_MS = 1_000;
 
 /** A message event as it crosses the bus (the body stays sealed). */
@@ -76,24 +78,39 @@ export function messageFromWire(event: Extract<WireEvent, { t: 'msg' }>): Messag
   };
 }
 
+/** A room this process has sockets in, as the fan-out sees it. */
+type JoinedRoom = {
+  /** The room's channel subscription, active once the promise resolves. */
+  subscription: Promise<() => Promise<void>>;
+  active: boolean;
+  /** Other processes with sockets in the room, as heard, with the slots they said are online. */
+  listeners: Map<string, Set<1 | 2>>;
+  /** The highest seq delivered here and not published, because no other process listened. */
+  unpublishedSeq: number;
+};
+
 /**
  * Events between the processes that serve one set of rooms (Redis), by room channel. A process
- * subscribes to the channel of every room it has sockets in and publishes every event of those
- * rooms there; what it publishes comes back to it too, and is told apart by the sender's id in
- * front of the JSON (`<process id> <json>`). With the in-process bus there is no other process:
- * nothing is published or subscribed.
+ * subscribes to the channel of every room it has sockets in and publishes the room's events
+ * there; what it publishes comes back to it too, and is told apart by the sender's id in front of
+ * the JSON (`<process id> <json>`). With the in-process bus there is no other process: nothing is
+ * published or subscribed.
  *
- * Every message of a room is published, even when no other process has sockets in it. Skipping
- * those took a protocol of its own (each process announcing itself in each room, and telling a
- * newcomer the highest seq it had not published); the benchmark measured what it saved at
- * <TODO> (docs/performance.md), so the simpler rule stays.
+ * A room whose sockets are all in this process (every room, with one process) publishes no
+ * messages: publishing them all, and Redis handing each back, cost the app 8 % more CPU per
+ * message (npm run bench, A/B at 300/s; before, 0.65-0.70 against 0.77-0.81 core at 4,000/s;
+ * docs/performance.md). That takes knowing who else listens. A process whose first socket joins
+ * a room subscribes to its channel and then says hello; every process with sockets there answers
+ * with its presence, and each side counts the other as a listener from then on (until its
+ * presence there goes). A message committed here after the newcomer's catch-up read and before
+ * its hello was heard was not published, so on hearing a new listener this process tells it the
+ * room's highest unpublished seq (`head`): the newcomer sees a hole up to it and catches up.
  */
 export class CrossProcessFanout {
   readonly processId = randomBytes(8).toString('hex');
   private readonly prefix = `${this.processId} `;
   private readonly shared: boolean;
-  /** The rooms this process has joined: their subscription, active once the promise resolves. */
-  private readonly rooms = new Map<string, Promise<() => Promise<void>>>();
+  private readonly rooms = new Map<string, JoinedRoom>();
   private readonly lastHeard = new Map<string, number>();
   private readonly timers: NodeJS.Timeout[] = [];
   private hubSubscription: Promise<() => Promise<void>> | undefined;
@@ -127,27 +144,45 @@ export class CrossProcessFanout {
    */
   joinRoom(roomId: string): Promise<void> {
     if (!this.shared) return Promise.resolve();
-    let subscription = this.rooms.get(roomId);
-    if (!subscription) {
+    let room = this.rooms.get(roomId);
+    if (!room) {
       // A handler per room: leaving and joining again at once must not unsubscribe the new one.
-      subscription = this.bus.subscribe(roomChannel(roomId), (raw) => this.receive(raw));
-      this.rooms.set(roomId, subscription);
+      const subscription = this.bus.subscribe(roomChannel(roomId), (raw) => this.receive(raw));
+      const joined: JoinedRoom = { subscription, active: false, listeners: new Map(), unpublishedSeq: 0 };
+      room = joined;
+      this.rooms.set(roomId, joined);
       void subscription.then(
-        () => this.hello(roomId),
+        () => {
+          joined.active = true;
+          this.hello(roomId);
+        },
         () => undefined,
       );
     }
-    return subscription.then(
+    return room.subscription.then(
       () => undefined,
       () => undefined,
     );
   }
 
   leaveRoom(roomId: string): void {
-    const subscription = this.rooms.get(roomId);
-    if (!subscription) return;
+    const room = this.rooms.get(roomId);
+    if (!room) return;
     this.rooms.delete(roomId);
-    void subscription.then((unsubscribe) => unsubscribe()).catch(() => undefined);
+    void room.subscription.then((unsubscribe) => unsubscribe()).catch(() => undefined);
+  }
+
+  /**
+   * Publishes a committed message for the other processes, unless this process has the room's
+   * sockets and knows no other process with sockets there: then it notes the seq for `head`.
+   */
+  publishMessage(event: MessageEvent): void {
+    const room = this.rooms.get(event.roomId);
+    if (room?.active && room.listeners.size === 0) {
+      room.unpublishedSeq = Math.max(room.unpublishedSeq, event.seq);
+      return;
+    }
+    this.publish(event.roomId, messageToWire(event));
   }
 
   /** Asks the other processes who is online in the room (again after a bus outage). */
@@ -175,14 +210,14 @@ export class CrossProcessFanout {
    */
   publishWhileJoined(roomId: string, events: () => WireEvent[]): void {
     if (!this.shared) return;
-    const subscription = this.rooms.get(roomId);
+    const joined = this.rooms.get(roomId);
     const channel = roomChannel(roomId);
     Promise.all(
       events().map((event) => this.bus.publish(channel, this.prefix + JSON.stringify(event))),
     ).catch((error: unknown) => {
       this.logger.debug({ err: { message: (error as Error).message } }, 'bus publish failed; retrying');
       setTimeout(() => {
-        if (!this.closing && subscription && this.rooms.get(roomId) === subscription) {
+        if (!this.closing && joined && this.rooms.get(roomId) === joined) {
           this.publishWhileJoined(roomId, events);
         }
       }, PUBLISH_RETRY_MS).unref();
@@ -208,7 +243,31 @@ export class CrossProcessFanout {
       return;
     }
     this.lastHeard.set(origin, Date.now());
+    if (event.t === 'hello' || event.t === 'typing') this.heardListener(event.r, origin);
+    if (event.t === 'presence') this.heardPresence(event.r, origin, event.sl, event.on);
     this.events.onEvent(event, origin);
+  }
+
+  /** Another process has sockets in this room: publish to it, starting with where the room stands. */
+  private heardListener(roomId: string, origin: string): void {
+    const room = this.rooms.get(roomId);
+    if (!room || room.listeners.has(origin)) return;
+    room.listeners.set(origin, new Set());
+    if (room.unpublishedSeq > 0) {
+      const head = room.unpublishedSeq;
+      this.publishWhileJoined(roomId, () => [{ t: 'head', r: roomId, s: head }]);
+    }
+  }
+
+  private heardPresence(roomId: string, origin: string, slot: 1 | 2, online: boolean): void {
+    if (online) this.heardListener(roomId, origin);
+    const slots = this.rooms.get(roomId)?.listeners.get(origin);
+    if (!slots) return;
+    if (online) slots.add(slot);
+    else {
+      slots.delete(slot);
+      if (slots.size === 0) this.rooms.get(roomId)?.listeners.delete(origin);
+    }
   }
 
   private dropSilentProcesses(): void {
@@ -216,6 +275,7 @@ export class CrossProcessFanout {
     for (const [processId, heard] of this.lastHeard) {
       if (now - heard < PROCESS_TIMEOUT_MS) continue;
       this.lastHeard.delete(processId);
+      for (const room of this.rooms.values()) room.listeners.delete(processId);
       this.events.onProcessGone(processId);
     }
   }
