@@ -13,6 +13,15 @@ import { type LiveSocket, openLive, seqsIn } from './helpers/live.ts';
 import { insertMessage } from './helpers/messages.ts';
 import { type RedisServer, startRedis } from './helpers/servers.ts';
 
+/** Waits until the condition holds, checked every 10 ms, for at most 5 s. */
+async function until(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${condition}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 /** An event as it crosses the bus: `<process id> <json>`. */
 type Heard = WireEvent & { origin: string };
 const parse = (raw: string): Heard => {
@@ -47,14 +56,13 @@ describe('cross-process fan-out on its own', () => {
       }),
     );
     const [a, b] = fanouts as [CrossProcessFanout, CrossProcessFanout];
-    await Promise.all([a.joinRoom('r1'), b.joinRoom('r1')]);
-    // Each asked who is online (hello) once its subscription was active; each heard the other's.
-    const hellos = () => heard.b.filter(([event]) => event.t === 'hello').map(([, origin]) => origin);
-    while (!hellos().includes(a.processId)) await new Promise((resolve) => setImmediate(resolve));
+    await b.joinRoom('r1');
+    await a.joinRoom('r1');
+    // Once its subscription was active, `a` asked who is online there (hello), which `b` hears.
+    await until(() => heard.b.some(([event, origin]) => event.t === 'hello' && origin === a.processId));
     a.publish('r1', { t: 'typing', r: 'r1', sl: 1, on: true });
     a.publish('r1', { t: 'ended', r: 'r1' });
-    while (!heard.b.some(([event]) => event.t === 'ended'))
-      await new Promise((resolve) => setImmediate(resolve));
+    await until(() => heard.b.some(([event]) => event.t === 'ended'));
     assert.deepEqual(
       heard.b.filter(([event]) => event.t !== 'hello'),
       [
@@ -186,12 +194,7 @@ describe('live delivery across processes (publishing only while another process 
     // The second process says it has no one left in the room (the guest is still online through
     // the first process, so no page sees a change), and the next message stays in the first.
     const secondId = second.services.hub.processId;
-    const left = () => wire.some((event) => event.t === 'presence' && event.origin === secondId && !event.on);
-    const deadline = Date.now() + 3_000;
-    while (!left()) {
-      assert.ok(Date.now() < deadline, 'the second process never said it left');
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await until(() => wire.some((event) => event.t === 'presence' && event.origin === secondId && !event.on));
     const before = eventsOf('msg').length;
     await send('six');
     await sockets[1]?.waitFor(/msg-6/);
@@ -200,11 +203,7 @@ describe('live delivery across processes (publishing only while another process 
 
   it('says hello again when it could not be published, so the messages still reach a newcomer', async () => {
     // The second process has left the room (and forgotten who was online there).
-    const deadline = Date.now() + 5_000;
-    while (second.services.hub.socketCount() > 0) {
-      assert.ok(Date.now() < deadline, 'the socket never closed');
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    await until(() => second.services.hub.socketCount() === 0);
     // Drop every publishing connection (they reconnect within a few hundred ms): the newcomer's
     // hello, and its presence, fail to go out, and without them no one would publish to it.
     const admin = new Redis(redis.url);

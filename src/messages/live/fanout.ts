@@ -83,8 +83,11 @@ type JoinedRoom = {
   /** The room's channel subscription, active once the promise resolves. */
   subscription: Promise<() => Promise<void>>;
   active: boolean;
-  /** Other processes with sockets in the room, as heard, with the slots they said are online. */
-  listeners: Map<string, Set<1 | 2>>;
+  /**
+   * Other processes with sockets in the room, as heard, with the slots they said are online; null
+   * while there are none (nearly every room, with one process: a process holds ~20,000 sockets).
+   */
+  listeners: Map<string, Set<1 | 2>> | null;
   /** The highest seq delivered here and not published, because no other process listened. */
   unpublishedSeq: number;
 };
@@ -148,7 +151,7 @@ export class CrossProcessFanout {
     if (!room) {
       // A handler per room: leaving and joining again at once must not unsubscribe the new one.
       const subscription = this.bus.subscribe(roomChannel(roomId), (raw) => this.receive(raw));
-      const joined: JoinedRoom = { subscription, active: false, listeners: new Map(), unpublishedSeq: 0 };
+      const joined: JoinedRoom = { subscription, active: false, listeners: null, unpublishedSeq: 0 };
       room = joined;
       this.rooms.set(roomId, joined);
       void subscription.then(
@@ -178,7 +181,7 @@ export class CrossProcessFanout {
    */
   publishMessage(event: MessageEvent): void {
     const room = this.rooms.get(event.roomId);
-    if (room?.active && room.listeners.size === 0) {
+    if (room?.active && room.listeners === null) {
       room.unpublishedSeq = Math.max(room.unpublishedSeq, event.seq);
       return;
     }
@@ -251,7 +254,8 @@ export class CrossProcessFanout {
   /** Another process has sockets in this room: publish to it, starting with where the room stands. */
   private heardListener(roomId: string, origin: string): void {
     const room = this.rooms.get(roomId);
-    if (!room || room.listeners.has(origin)) return;
+    if (!room || room.listeners?.has(origin)) return;
+    room.listeners ??= new Map();
     room.listeners.set(origin, new Set());
     if (room.unpublishedSeq > 0) {
       const head = room.unpublishedSeq;
@@ -259,14 +263,20 @@ export class CrossProcessFanout {
     }
   }
 
+  private forgetListener(room: JoinedRoom, processId: string): void {
+    room.listeners?.delete(processId);
+    if (room.listeners?.size === 0) room.listeners = null;
+  }
+
   private heardPresence(roomId: string, origin: string, slot: 1 | 2, online: boolean): void {
     if (online) this.heardListener(roomId, origin);
-    const slots = this.rooms.get(roomId)?.listeners.get(origin);
-    if (!slots) return;
+    const room = this.rooms.get(roomId);
+    const slots = room?.listeners?.get(origin);
+    if (!room || !slots) return;
     if (online) slots.add(slot);
     else {
       slots.delete(slot);
-      if (slots.size === 0) this.rooms.get(roomId)?.listeners.delete(origin);
+      if (slots.size === 0) this.forgetListener(room, origin);
     }
   }
 
@@ -275,7 +285,7 @@ export class CrossProcessFanout {
     for (const [processId, heard] of this.lastHeard) {
       if (now - heard < PROCESS_TIMEOUT_MS) continue;
       this.lastHeard.delete(processId);
-      for (const room of this.rooms.values()) room.listeners.delete(processId);
+      for (const room of this.rooms.values()) this.forgetListener(room, processId);
       this.events.onProcessGone(processId);
     }
   }
