@@ -275,6 +275,8 @@ async function perTarget(
       )
       .sort((a, b) => a.value - b.value);
     const median = measured[Math.floor((measured.length - 1) / 2)];
+    // A step whose figure is not a number (a few sockets: RSS may not grow) keeps its first round.
+    if (!median && list[0]) results[target] = list[0];
     if (median)
       results[target] =
         rounds > 1 ? { ...median.result, rounds: measured.map((item) => item.value) } : median.result;
